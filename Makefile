@@ -1,0 +1,43 @@
+# Self-documenting: `make help` lists every target with its `## ` comment.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+# Offline-safe defaults for every target; override on the command line if you are online.
+export HF_HUB_OFFLINE ?= 1
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
+export DS_BUILD_OPS ?= 0
+
+.PHONY: help venv demo test test-fast lint format sweep-tiny clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+.venv/.installed: pyproject.toml requirements.lock constraints.txt
+	python3 -m venv .venv
+	$(PIP) install -q -U pip
+	$(PIP) install -q -r requirements.lock -c constraints.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: .venv/.installed  ## create .venv and install the pinned dependencies (first use only)
+
+demo: venv  ## the embedded default: GRPO on the tiny VLM + synthetic spatial task, then eval (< 5 min on 2 cores)
+	$(PY) experiments/run.py
+
+test: venv  ## the whole test suite (unit, config, smoke, learning); what CI runs
+	WANDB_MODE=offline $(PY) -m pytest -q
+
+test-fast: venv  ## unit and config tests only
+	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow"
+
+lint: venv  ## ruff lint + format check
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format: venv  ## ruff autofix + format
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+sweep-tiny: venv  ## RFT vs SFT vs zero-shot over budgets 1/2/4 on the tiny FGVC stand-in
+	$(PY) experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny
+
+clean:  ## remove run outputs (keeps .venv and the model cache)
+	rm -rf outputs/runs outputs/multirun outputs/results.csv

@@ -1,0 +1,336 @@
+"""Typed configuration: one dataclass per config group, and `validate()` for rules that span groups.
+
+Defaults live here and only here. Hydra (in `experiments/`) registers these classes as schemas, so a misspelt key
+or a wrong type fails at compose time and names the key. `__post_init__` checks rules within one config; the
+messages say how to fix the problem. This module never imports Hydra.
+
+GRPO defaults follow the Visual-RFT / R1-V lineage described in shared/docs/study.md: G = 8, temperature 1.0,
+lr 1e-6, beta = 0.04 (k3), one update per rollout, (r - mean) / (std + 1e-4), seq-mean-token-mean aggregation,
+completions up to 256 tokens, 3,136 to 401,408 pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from rft.losses import LOSS_AGGREGATIONS
+
+BUDGET_KINDS = ("shots", "samples", "full")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key and says how to fix it."""
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass
+class TaskConfig:
+    """A task (`task=`). Sizes of synthetic tasks are per class for classification tasks."""
+
+    name: str = "sat_synth"
+    data_seed: int = 0
+    image_size: int = 112
+    train_size: int = 256
+    test_size: int = 64
+
+    def __post_init__(self) -> None:
+        _require(self.train_size > 0, f"task.train_size must be > 0, got {self.train_size}")
+        _require(self.test_size > 0, f"task.test_size must be > 0, got {self.test_size}")
+        _require(self.image_size >= 28, f"task.image_size must be >= 28 pixels, got {self.image_size}")
+
+
+@dataclass
+class ModelConfig:
+    """A model (`model=`): a hub id or a built-in tiny preset, loaded through AutoModelForImageTextToText."""
+
+    id: str = "tiny"
+    path: str | None = None
+    builtin: bool = True
+    seed: int = 0
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+    min_pixels: int = 3136
+    max_pixels: int = 401408
+    trust_remote_code: bool = False
+    cache_dir: str = "~/.cache/rft-suite/models"
+
+    def __post_init__(self) -> None:
+        _require(self.dtype in DTYPES, f"model.dtype={self.dtype!r} is not one of {DTYPES}")
+        _require(
+            self.attn_implementation in ATTN_IMPLEMENTATIONS,
+            f"model.attn_implementation={self.attn_implementation!r} is not one of {ATTN_IMPLEMENTATIONS}",
+        )
+        _require(
+            0 < self.min_pixels <= self.max_pixels,
+            f"model.min_pixels ({self.min_pixels}) must be > 0 and <= model.max_pixels ({self.max_pixels})",
+        )
+
+
+@dataclass
+class RewardTerm:
+    """One reward function and its weight in the sum."""
+
+    fn: str = "accuracy"
+    weight: float = 1.0
+
+
+@dataclass
+class RewardConfig:
+    """A reward (`reward=`): a named weighted list of reward functions plus the prompt template they assume.
+
+    Attributes:
+        think: True for the <think>…</think><answer>…</answer> template, False for the answer-only one.
+        length_target: L_target of the budget-normalised length reward; null means the method's max_new_tokens.
+    """
+
+    name: str = "acc_format"
+    think: bool = True
+    terms: list[RewardTerm] = field(default_factory=lambda: [RewardTerm("accuracy"), RewardTerm("format")])
+    length_target: int | None = None
+
+    def __post_init__(self) -> None:
+        from rft.rewards import REWARDS
+
+        _require(len(self.terms) > 0, f"reward {self.name!r} has an empty terms list; add at least one {{fn, weight}}")
+        for t in self.terms:
+            _require(
+                t.fn in REWARDS, f"reward {self.name!r}: unknown reward function {t.fn!r}; known: {sorted(REWARDS)}"
+            )
+            _require(math.isfinite(t.weight), f"reward {self.name!r}: weight of {t.fn!r} must be finite")
+            _require(
+                self.think or not t.fn.startswith("length_") or t.fn == "length_raw",
+                f"reward {self.name!r}: {t.fn} measures <think> length but think=false; set think=true",
+            )
+        _require(
+            self.length_target is None or self.length_target > 0,
+            f"reward.length_target must be > 0 or null, got {self.length_target}",
+        )
+
+
+@dataclass
+class BudgetConfig:
+    """A training-set budget (`budget=`): k shots per class, N samples, or the full pool.
+
+    Attributes:
+        seed: Which subset is drawn; the same seed gives nested subsets for growing sizes.
+    """
+
+    kind: str = "samples"
+    size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.kind in BUDGET_KINDS, f"budget.kind={self.kind!r} is not one of {BUDGET_KINDS}")
+        _require(self.kind == "full" or self.size > 0, f"budget.size must be > 0, got {self.size}")
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method has. `max_new_tokens` also bounds evaluation, so all methods are compared alike."""
+
+    name: str = "zeroshot"
+    max_new_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        _require(self.max_new_tokens > 0, f"method.max_new_tokens must be > 0, got {self.max_new_tokens}")
+
+
+@dataclass
+class ZeroShotConfig(MethodConfig):
+    """Evaluate the base model without training (`method=zeroshot`)."""
+
+
+@dataclass
+class RFTConfig(MethodConfig):
+    """GRPO (`method=rft`).
+
+    Attributes:
+        steps: Optimizer steps (each with a fresh rollout when mu = 1).
+        rollout_batch_size: Completions per step, B*G (B prompts times G generations).
+        group_size: G, completions per prompt.
+        micro_batch_size: Completions per forward/backward; gradients accumulate over B*G / micro_batch_size.
+        mu: Policy updates per rollout (old log-probs are computed only when mu > 1).
+        beta: KL coefficient of the k3 penalty (the reference model is loaded only when beta > 0).
+        clip_eps: PPO clip range for the ratio (only active when mu > 1).
+        log_ratio_clamp: |log pi_ref - log pi| is clamped to this before exp, so k3 cannot overflow.
+        loss_agg: seq-mean-token-mean (GRPO/Visual-RFT), token-mean (DAPO) or seq-mean-token-sum-norm (Dr. GRPO).
+        scale_adv_by_std: Divide group-centred rewards by the group std (GRPO); false is Dr. GRPO's choice.
+        samples_every: Write samples/step_*.jsonl (and the W&B completions table) every N steps.
+    """
+
+    name: str = "rft"
+    steps: int = 200
+    rollout_batch_size: int = 16
+    group_size: int = 8
+    micro_batch_size: int = 8
+    mu: int = 1
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+    beta: float = 0.04
+    clip_eps: float = 0.2
+    log_ratio_clamp: float = 20.0
+    adv_eps: float = 1e-4
+    loss_agg: str = "seq-mean-token-mean"
+    scale_adv_by_std: bool = True
+    max_prompt_tokens: int = 1024
+    samples_every: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.group_size >= 2, f"method.group_size (G) must be >= 2 for group advantages, got {self.group_size}")
+        _require(
+            self.rollout_batch_size % self.group_size == 0,
+            f"method.rollout_batch_size ({self.rollout_batch_size}) must be divisible by method.group_size "
+            f"({self.group_size}); e.g. set method.rollout_batch_size={self.group_size * max(1, self.rollout_batch_size // self.group_size)}",
+        )
+        _require(
+            self.micro_batch_size > 0 and self.rollout_batch_size % self.micro_batch_size == 0,
+            f"method.micro_batch_size ({self.micro_batch_size}) must divide method.rollout_batch_size "
+            f"({self.rollout_batch_size})",
+        )
+        _require(self.steps > 0, f"method.steps must be > 0, got {self.steps}")
+        _require(self.mu >= 1, f"method.mu (updates per rollout) must be >= 1, got {self.mu}")
+        _require(self.lr > 0, f"method.lr must be > 0, got {self.lr}")
+        _require(self.beta >= 0, f"method.beta (KL coefficient) must be >= 0, got {self.beta}")
+        _require(self.temperature > 0, f"method.temperature must be > 0, got {self.temperature}")
+        _require(self.clip_eps > 0, f"method.clip_eps must be > 0, got {self.clip_eps}")
+        _require(self.loss_agg in LOSS_AGGREGATIONS, f"method.loss_agg={self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}")
+        _require(self.samples_every > 0, f"method.samples_every must be > 0, got {self.samples_every}")
+
+    @property
+    def prompts_per_step(self) -> int:
+        """B: prompts per step."""
+        return self.rollout_batch_size // self.group_size
+
+
+@dataclass
+class SFTConfig(MethodConfig):
+    """Supervised fine-tuning on `<answer>{label}</answer>` targets (`method=sft`).
+
+    Attributes:
+        epochs: Passes over the budgeted train set.
+        batch_size: Examples per optimizer step.
+        micro_batch_size: Examples per forward/backward (gradient accumulation over batch_size / micro_batch_size).
+        warmup_ratio: Fraction of steps with linear LR warm-up.
+    """
+
+    name: str = "sft"
+    epochs: int = 2
+    batch_size: int = 16
+    micro_batch_size: int = 8
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    max_prompt_tokens: int = 1024
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.epochs > 0, f"method.epochs must be > 0, got {self.epochs}")
+        _require(self.lr > 0, f"method.lr must be > 0, got {self.lr}")
+        _require(
+            self.micro_batch_size > 0 and self.batch_size % self.micro_batch_size == 0,
+            f"method.micro_batch_size ({self.micro_batch_size}) must divide method.batch_size ({self.batch_size})",
+        )
+        _require(0 <= self.warmup_ratio < 1, f"method.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on the task's test split: greedy decoding with the training prompt.
+
+    Attributes:
+        limit: Evaluate only the first N test samples (0 = the full split).
+        batch_size: Prompts per generate call.
+    """
+
+    split: str = "test"
+    limit: int = 0
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _require(self.limit >= 0, f"eval.limit must be >= 0 (0 = full split), got {self.limit}")
+        _require(self.batch_size > 0, f"eval.batch_size must be > 0, got {self.batch_size}")
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking (`logger=`). metrics.jsonl is always written; W&B is optional on top.
+
+    Attributes:
+        backend: "wandb" or "none".
+        mode: "auto" is online when logged in and offline otherwise (with a `wandb sync` hint).
+        group: Runs of one sweep share a group.
+    """
+
+    backend: str = "wandb"
+    project: str = "rft-vs-sft"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.backend in ("wandb", "none"), f"logger.backend={self.backend!r} must be wandb or none")
+        _require(self.mode in WANDB_MODES, f"logger.mode={self.mode!r} is not one of {WANDB_MODES}")
+
+
+@dataclass
+class RunConfig:
+    """The whole run: the five axes (task, method, model, reward, budget) plus seed, eval and logging.
+
+    Attributes:
+        method: A ZeroShotConfig, RFTConfig or SFTConfig (the `method=` option picks the schema).
+        results_csv: The shared results table every run appends one row to.
+        threads: torch intra-op threads (0 leaves torch's default).
+    """
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    method: Any = field(default_factory=RFTConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    name: str = "run"
+    results_csv: str = "outputs/results.csv"
+    threads: int = 0
+
+
+def validate(cfg: RunConfig) -> None:
+    """Rules that span config groups; run before any data or model is loaded.
+
+    Raises:
+        ConfigError: with a message that names the keys and the fix.
+    """
+    _require(
+        isinstance(cfg.method, MethodConfig),
+        f"method must be one of the conf/method options, got {type(cfg.method).__name__}",
+    )
+    if cfg.budget.kind == "shots":
+        from rft.tasks import TASK_KINDS
+
+        _require(
+            TASK_KINDS.get(cfg.task.name) == "classification",
+            f"budget.kind=shots needs a classification task, but task={cfg.task.name} is not one; "
+            "use budget=samples (N samples) instead",
+        )
+    if isinstance(cfg.method, RFTConfig) and cfg.reward.length_target is not None:
+        _require(
+            cfg.reward.length_target <= cfg.method.max_new_tokens,
+            f"reward.length_target ({cfg.reward.length_target}) exceeds method.max_new_tokens "
+            f"({cfg.method.max_new_tokens}); the length reward could never reach 1. Lower it or set it to null",
+        )

@@ -1,0 +1,74 @@
+"""Evaluation on a task's test split: greedy decoding with the training prompt, batched.
+
+Reports exact accuracy (the same `extract_answer` + normalisation as the accuracy reward), Visual-RFT's lenient
+substring accuracy (for comparison with its published numbers only), format rate, mean completion and think
+tokens, and per-question-type accuracy where the task has types.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from tqdm import tqdm
+
+from rft.rewards import extract_answer, is_correct, is_lenient_correct, is_well_formatted
+from rft.rollout import chat_text, count_think_tokens, decode, encode_prompts, generate
+from rft.tasks import Sample, Task, accepted_answers
+
+
+@torch.no_grad()
+def evaluate(
+    model, processor, task: Task, samples: list[Sample], *, think: bool, max_new_tokens: int, batch_size: int
+) -> tuple[dict[str, float], list[dict]]:
+    """Greedy-decode every sample and score it.
+
+    Returns:
+        (metrics keyed `eval/<name>`, one prediction row per sample).
+    """
+    tok = processor.tokenizer
+    was_training = model.training
+    model.eval()
+    rows: list[dict] = []
+    for start in tqdm(range(0, len(samples), batch_size), desc="eval", mininterval=2):
+        batch = samples[start : start + batch_size]
+        texts = [chat_text(processor, task.prompt(s, think), len(s.images)) for s in batch]
+        prompts = encode_prompts(processor, texts, [s.images for s in batch])
+        ids, mask = generate(
+            model, tok, prompts, num_return_sequences=1, max_new_tokens=max_new_tokens, temperature=None
+        )  # [b, T], [b, T]
+        completions = decode(tok, ids, mask)
+        think_counts = count_think_tokens(tok, completions)
+        for s, c, n_tokens, n_think in zip(batch, completions, mask.sum(1).tolist(), think_counts, strict=True):
+            rows.append(
+                {
+                    "uid": s.uid,
+                    "qtype": s.qtype,
+                    "answer": s.answer,
+                    "completion": c,
+                    "extracted": extract_answer(c),
+                    "correct": is_correct(c, accepted_answers(s)),
+                    "lenient": is_lenient_correct(c, s.answer),
+                    "formatted": is_well_formatted(c, think),
+                    "completion_tokens": n_tokens,
+                    "think_tokens": n_think,
+                }
+            )
+    if was_training:
+        model.train()
+    n = max(len(rows), 1)
+    metrics = {
+        "eval/accuracy": sum(r["correct"] for r in rows) / n,
+        "eval/lenient_accuracy": sum(r["lenient"] for r in rows) / n,
+        "eval/format_rate": sum(r["formatted"] for r in rows) / n,
+        "eval/completion_tokens": sum(r["completion_tokens"] for r in rows) / n,
+        "eval/think_tokens": sum(r["think_tokens"] for r in rows) / n,
+        "eval/n": float(len(rows)),
+    }
+    by_type: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        if r["qtype"]:
+            by_type[r["qtype"]].append(r["correct"])
+    for qtype, hits in sorted(by_type.items()):
+        metrics[f"eval/accuracy_{qtype}"] = sum(hits) / len(hits)
+    return metrics, rows

@@ -1,0 +1,207 @@
+"""The GRPO loop (`method=rft`), one function read top to bottom.
+
+Each step:
+    1. Rollout: take B prompts and generate G completions per prompt in one batched generate call.
+    2. Rewards: score every completion with the configured reward terms (per-term mean/std logged).
+    3. Advantages: group-normalise the summed rewards (scale by the group std or not).
+    4. Reference log-probs only when beta > 0; old log-probs only when the rollout feeds mu > 1 updates.
+    5. Loss: clipped-ratio surrogate plus beta * k3 KL, aggregated as configured (the mode is logged).
+    6. Backward over micro-batches (gradients accumulate), clip the gradient norm, step the optimizer.
+    7. Log metrics, per-phase timings and, every N steps, samples with their images.
+
+Deliberate departures from DeepSeekMath's GRPO (arXiv 2402.03300) as used by Visual-RFT:
+    - With mu = 1 (the default) the ratio is identically 1 and clipping never binds, as in Visual-RFT and
+      TRL; old log-probs are then not computed at all (TRL uses logp.detach() the same way).
+    - The k3 log-ratio is clamped before `exp` so a diverging policy gives a large, finite KL instead of inf.
+    - Vision special tokens are suppressed during sampling, so a completion can never carry an image
+      placeholder into the log-prob forward.
+    - Loss normalisers (row and token counts) are those of the whole step, so micro-batching changes memory,
+      not the gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections import defaultdict
+
+import torch
+from tqdm import tqdm
+
+from rft.config import RunConfig
+from rft.engine import TorchEngine, warmup_constant
+from rft.losses import grpo_loss, group_advantages
+from rft.rewards import RewardInputs, reward_stats, score
+from rft.rollout import chat_text, completion_logprobs, count_think_tokens, decode, encode_prompts, generate
+from rft.tasks import PromptStream, Sample, Task, accepted_answers
+from rft.tracking import PhaseTimer, Tracker
+
+log = logging.getLogger(__name__)
+
+# Stats that are sums over micro-batches (their normalisers are global); the rest are token-weighted means.
+SUMMED_STATS = ("train/loss", "policy/pg_loss", "policy/kl_loss")
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The reference policy: a copy of the initial weights, in eval mode, without gradients."""
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def train(
+    cfg: RunConfig, task: Task, train_set: list[Sample], model, processor, tracker: Tracker
+) -> dict[str, float]:
+    """Train `model` in place with GRPO on `train_set`.
+
+    Returns:
+        Final training stats (the last step's reward mean, total steps, mean step seconds).
+    """
+    m = cfg.method
+    G, B, N = m.group_size, m.prompts_per_step, m.rollout_batch_size
+    tok = processor.tokenizer
+    engine = TorchEngine(
+        model, lr=m.lr, weight_decay=m.weight_decay, max_grad_norm=m.max_grad_norm,
+        lr_factor=warmup_constant(m.warmup_steps),
+    )
+    ref = frozen_copy(model) if m.beta > 0 else None
+    stream = PromptStream(train_set, seed=cfg.seed)
+    terms = [(t.fn, t.weight) for t in cfg.reward.terms]
+    length_target = cfg.reward.length_target or m.max_new_tokens
+    prompt_index = torch.arange(B).repeat_interleave(G)  # [N] row -> its prompt
+    micro = [slice(i, i + m.micro_batch_size) for i in range(0, N, m.micro_batch_size)]
+    timer = PhaseTimer()
+    log.info(
+        "GRPO: %d steps, B=%d prompts x G=%d, micro-batch %d, beta=%g, mu=%d, loss_agg=%s, scale_adv_by_std=%s",
+        m.steps, B, G, m.micro_batch_size, m.beta, m.mu, m.loss_agg, m.scale_adv_by_std,
+    )
+    last: dict[str, float] = {}
+    step_times = []
+    for step in tqdm(range(1, m.steps + 1), desc="grpo", disable=not engine.is_main, mininterval=2):
+        t_step = time.perf_counter()
+        samples = stream.take(B)
+
+        # 1. Rollout: B prompts x G completions, one generate call.
+        with timer.phase("rollout"):
+            texts = [chat_text(processor, task.prompt(s, cfg.reward.think), len(s.images)) for s in samples]
+            prompts = encode_prompts(processor, texts, [s.images for s in samples])
+            with engine.generation() as policy:
+                ids, mask = generate(
+                    policy, tok, prompts, num_return_sequences=G, max_new_tokens=m.max_new_tokens,
+                    temperature=m.temperature,
+                )  # [N, T], [N, T]
+            completions = decode(tok, ids, mask)
+
+        # 2. Rewards.
+        with timer.phase("reward"):
+            inputs = RewardInputs(
+                completions=completions,
+                accepted=[accepted_answers(s) for s in samples for _ in range(G)],
+                think_tokens=count_think_tokens(tok, completions),
+                completion_tokens=mask.sum(1).tolist(),
+                group_size=G,
+                think=cfg.reward.think,
+                length_target=length_target,
+            )
+            per_term, total = score(inputs, terms)
+            rewards = torch.tensor(total)  # [N]
+
+        # 3. Group-normalised advantages.
+        advantages = group_advantages(rewards, G, scale_by_std=m.scale_adv_by_std, eps=m.adv_eps)  # [N]
+
+        # 4. Reference and old log-probs, only when they are used.
+        ref_logp = old_logp = None
+        if ref is not None:
+            with timer.phase("ref_logprobs"), torch.no_grad():
+                ref_logp = torch.cat(
+                    [completion_logprobs(ref, prompts, prompt_index[s], ids[s], mask[s], m.temperature) for s in micro]
+                )  # [N, T]
+        if m.mu > 1:
+            with timer.phase("old_logprobs"), torch.no_grad():
+                old_logp = torch.cat(
+                    [
+                        completion_logprobs(engine.module, prompts, prompt_index[s], ids[s], mask[s], m.temperature)
+                        for s in micro
+                    ]
+                )  # [N, T]
+
+        # 5-6. Loss, backward per micro-batch, one optimizer step per update pass.
+        num_tokens = int(mask.sum())
+        with timer.phase("update"):
+            for _ in range(m.mu):
+                stats: dict[str, float] = defaultdict(float)
+                for s in micro:
+                    logp = completion_logprobs(
+                        engine.module, prompts, prompt_index[s], ids[s], mask[s], m.temperature
+                    )  # [M, T]
+                    loss, mb_stats = grpo_loss(
+                        logp,
+                        None if old_logp is None else old_logp[s],
+                        None if ref_logp is None else ref_logp[s],
+                        advantages[s],
+                        mask[s],
+                        clip_eps=m.clip_eps,
+                        beta=m.beta,
+                        agg=m.loss_agg,
+                        num_rows=N,
+                        num_tokens=num_tokens,
+                        max_len=m.max_new_tokens,
+                        log_ratio_clamp=m.log_ratio_clamp,
+                    )
+                    if not math.isfinite(loss.item()):
+                        raise FloatingPointError(
+                            f"non-finite GRPO loss at step {step}: pg_loss={mb_stats['policy/pg_loss']}, "
+                            f"kl_loss={mb_stats['policy/kl_loss']}. Lower method.lr or raise method.beta/clamp."
+                        )
+                    engine.backward(loss)
+                    weight = float(mask[s].sum()) / max(num_tokens, 1)
+                    for k, v in mb_stats.items():
+                        stats[k] += v if k in SUMMED_STATS else v * weight
+                grad_norm = engine.step()
+                if not math.isfinite(grad_norm):
+                    raise FloatingPointError(f"non-finite gradient norm at step {step}; lower method.lr")
+
+        # 7. Log.
+        step_s = time.perf_counter() - t_step
+        step_times.append(step_s)
+        timings = timer.pop()
+        rows_done = ~(mask[:, -1].bool())  # [N] finished before the token limit
+        metrics = {
+            **stats,
+            **reward_stats([t for t, _ in terms], per_term),
+            "rollout/reward_mean": rewards.mean().item(),
+            "rollout/reward_std": rewards.std().item(),
+            "rollout/frac_zero_std_groups": (rewards.view(B, G).std(1) == 0).float().mean().item(),
+            "rollout/completion_tokens": mask.sum(1).float().mean().item(),
+            "rollout/think_tokens": sum(inputs.think_tokens) / N,
+            "rollout/clipped_ratio": 1.0 - rows_done.float().mean().item(),
+            "train/grad_norm": grad_norm,
+            "train/lr": engine.lr,
+            "train/epoch": stream.epoch,
+            **timings,
+            "perf/step_s": step_s,
+            "perf/tokens_per_s": num_tokens / max(timings.get("timing/rollout_s", 0.0), 1e-9),
+        }
+        tracker.log(step, metrics)
+        if step % m.samples_every == 0 or step == m.steps:
+            names = [t for t, _ in terms]
+            rows = [
+                {
+                    "prompt": task.prompt(samples[i // G], cfg.reward.think),
+                    "answer": samples[i // G].answer,
+                    "completion": completions[i],
+                    **{f"reward/{n}": per_term[j][i] for j, n in enumerate(names)},
+                    "reward": total[i],
+                    "advantage": advantages[i].item(),
+                }
+                for i in range(N)
+            ]
+            tracker.log_samples(step, rows, images=[samples[i // G].images[0] for i in range(N)])
+        last = metrics
+    return {
+        "train/steps": float(m.steps),
+        "train/final_reward_mean": last.get("rollout/reward_mean", float("nan")),
+        "perf/mean_step_s": sum(step_times) / max(len(step_times), 1),
+    }

@@ -1,0 +1,133 @@
+"""One run, end to end: validate -> data and budget -> model -> train (GRPO or SFT) -> evaluate -> results.
+
+Everything that can reject bad input (config rules, the task's data, the budget, the model's location and
+architecture) runs before any training compute starts and writes no result row. Once training starts, a failure
+is recorded as a row with status `failed` and the error, then re-raised.
+
+Output contract of a run directory (Hydra adds `.hydra/` and `run.log`):
+    metrics.jsonl, samples/step_*.jsonl, eval_predictions.jsonl, results.json, config.yaml (resolved)
+plus one row appended to the shared results CSV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rft import evaluate, grpo, models, sft
+from rft.config import RFTConfig, RunConfig, SFTConfig, validate
+from rft.tasks import apply_budget, build_task
+from rft.tracking import Tracker, append_result_row, atomic_write_json, atomic_write_text, git_commit, package_versions
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def model_spec(cfg: RunConfig) -> models.ModelSpec:
+    return models.ModelSpec(**dataclasses.asdict(cfg.model))
+
+
+def axes(cfg: RunConfig) -> dict[str, object]:
+    """The five axes plus seed, as flat keys (W&B config, result rows)."""
+    return {
+        "task": cfg.task.name,
+        "method": cfg.method.name,
+        "model": cfg.model.id,
+        "reward": cfg.reward.name,
+        "budget": "full" if cfg.budget.kind == "full" else f"{cfg.budget.kind}:{cfg.budget.size}",
+        "seed": cfg.seed,
+    }
+
+
+def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, object]:
+    """Run one experiment and return its result record (also written to results.json and the CSV).
+
+    Args:
+        cfg: The validated, typed config.
+        run_dir: This run's output directory (created if missing).
+        config_yaml: The resolved config as YAML, saved beside the results.
+    """
+    t0 = time.time()
+    validate(cfg)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+
+    # Data and budget: reject bad input before anything heavy.
+    task = build_task(
+        cfg.task.name, data_seed=cfg.task.data_seed, image_size=cfg.task.image_size,
+        train_size=cfg.task.train_size, test_size=cfg.task.test_size,
+    )
+    train_set = [] if cfg.method.name == "zeroshot" else apply_budget(
+        task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed
+    )
+    eval_set = task.split(cfg.eval.split)
+    eval_set = eval_set[: cfg.eval.limit] if cfg.eval.limit else eval_set
+    model, processor = models.load_model(model_spec(cfg))
+    log.info("task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config_yaml:
+        atomic_write_text(run_dir / "config.yaml", config_yaml)
+    record: dict[str, object] = {
+        "run_id": run_dir.name,
+        "status": "running",
+        **axes(cfg),
+        "n_train": len(train_set),
+        "min_pixels": cfg.model.min_pixels,
+        "max_pixels": cfg.model.max_pixels,
+        "think": cfg.reward.think,
+        "loss_agg": cfg.method.loss_agg if isinstance(cfg.method, RFTConfig) else "",
+        "group_size": cfg.method.group_size if isinstance(cfg.method, RFTConfig) else "",
+        "max_new_tokens": cfg.method.max_new_tokens,
+        "run_dir": str(run_dir),
+        "git_commit": git_commit(REPO_ROOT),
+    }
+    tracker = Tracker(
+        run_dir, enabled=True, backend=cfg.logger.backend, project=cfg.logger.project, entity=cfg.logger.entity,
+        group=cfg.logger.group, name=cfg.name, tags=list(cfg.logger.tags), mode=cfg.logger.mode,
+        config=dataclasses.asdict(cfg), axes=axes(cfg),
+    )
+    try:
+        train_stats: dict[str, float] = {}
+        t_train = time.time()
+        if isinstance(cfg.method, RFTConfig):
+            train_stats = grpo.train(cfg, task, train_set, model, processor, tracker)
+        elif isinstance(cfg.method, SFTConfig):
+            train_stats = sft.train(cfg, task, train_set, model, processor, tracker)
+        train_s = time.time() - t_train
+        t_eval = time.time()
+        metrics, predictions = evaluate.evaluate(
+            model, processor, task, eval_set, think=cfg.reward.think, max_new_tokens=cfg.method.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+        )
+        eval_s = time.time() - t_eval
+        atomic_write_text(run_dir / "eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in predictions))
+        record.update(status="finished", **metrics, **train_stats, train_s=train_s, eval_s=eval_s)
+    except Exception as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        record.update(
+            wall_s=round(time.time() - t0, 2),
+            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        atomic_write_json(run_dir / "results.json", {**record, "versions": package_versions()})
+        append_result_row(Path(cfg.results_csv), record)
+        tracker.summary({k: v for k, v in record.items() if isinstance(v, int | float | str)})
+        tracker.finish()
+    return record

@@ -1,0 +1,108 @@
+"""The SFT loop (`method=sft`): same tasks, budgets, prompts and pixel limits as GRPO.
+
+The target is `<answer>{label}</answer>` followed by the end-of-turn token (study.md: no reasoning traces exist
+to imitate). The loss is the token-mean negative log-likelihood over target tokens only; prompt and image tokens
+never enter it. Each step:
+    1. Encode a batch of prompts (with images) and their targets.
+    2. Forward/backward per micro-batch (gradients accumulate; the token normaliser is the whole batch's).
+    3. Clip, optimizer step, LR schedule (linear warm-up, cosine decay).
+    4. Log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+
+import torch
+from tqdm import tqdm
+
+from rft.config import RunConfig
+from rft.engine import TorchEngine, warmup_cosine
+from rft.losses import sft_loss
+from rft.rollout import chat_text, completion_logprobs, encode_prompts
+from rft.tasks import Sample, Task
+from rft.tracking import PhaseTimer, Tracker
+
+log = logging.getLogger(__name__)
+
+
+def sft_target(sample: Sample) -> str:
+    return f"<answer>{sample.answer}</answer>"
+
+
+def encode_targets(tokenizer, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded target ids [M, T] and mask [M, T]; each target ends with the end-of-turn token."""
+    rows = [tokenizer(sft_target(s), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for s in samples]
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), tokenizer.pad_token_id, dtype=torch.long)  # [M, T]
+    mask = torch.zeros((len(rows), T), dtype=torch.long)  # [M, T]
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def train(
+    cfg: RunConfig, task: Task, train_set: list[Sample], model, processor, tracker: Tracker
+) -> dict[str, float]:
+    """Fine-tune `model` in place on `train_set`. Returns final training stats."""
+    m = cfg.method
+    tok = processor.tokenizer
+    steps_per_epoch = math.ceil(len(train_set) / m.batch_size)
+    total_steps = steps_per_epoch * m.epochs
+    engine = TorchEngine(
+        model, lr=m.lr, weight_decay=m.weight_decay, max_grad_norm=m.max_grad_norm,
+        lr_factor=warmup_cosine(int(m.warmup_ratio * total_steps), total_steps),
+    )
+    timer = PhaseTimer()
+    log.info("SFT: %d epochs x %d steps, batch %d, micro-batch %d", m.epochs, steps_per_epoch, m.batch_size,
+             m.micro_batch_size)
+    step, loss_value = 0, float("nan")
+    bar = tqdm(total=total_steps, desc="sft", disable=not engine.is_main, mininterval=2)
+    for epoch in range(m.epochs):
+        order = list(range(len(train_set)))
+        random.Random(f"sft-{cfg.seed}-{epoch}").shuffle(order)
+        for start in range(0, len(order), m.batch_size):
+            t_step = time.perf_counter()
+            batch = [train_set[i] for i in order[start : start + m.batch_size]]
+            step += 1
+
+            # 1. Encode prompts and targets.
+            with timer.phase("encode"):
+                texts = [chat_text(processor, task.prompt(s, cfg.reward.think), len(s.images)) for s in batch]
+                prompts = encode_prompts(processor, texts, [s.images for s in batch])
+                ids, mask = encode_targets(tok, batch)  # [M, T], [M, T]
+                num_tokens = int(mask.sum())
+
+            # 2. Forward/backward per micro-batch.
+            with timer.phase("update"):
+                loss_value = 0.0
+                for i in range(0, len(batch), m.micro_batch_size):
+                    s = slice(i, i + m.micro_batch_size)
+                    index = torch.arange(len(batch))[s]
+                    logp = completion_logprobs(engine.module, prompts, index, ids[s], mask[s])  # [m, T]
+                    loss = sft_loss(logp, mask[s], num_tokens)
+                    if not math.isfinite(loss.item()):
+                        raise FloatingPointError(f"non-finite SFT loss at step {step}; lower method.lr")
+                    engine.backward(loss)
+                    loss_value += loss.item()
+                # 3. Optimizer step.
+                grad_norm = engine.step()
+
+            # 4. Log.
+            metrics = {
+                "train/loss": loss_value,
+                "train/grad_norm": grad_norm,
+                "train/lr": engine.lr,
+                "train/epoch": epoch,
+                "train/target_tokens": num_tokens,
+                **timer.pop(),
+                "perf/step_s": time.perf_counter() - t_step,
+            }
+            tracker.log(step, metrics)
+            bar.update(1)
+    bar.close()
+    return {"train/steps": float(step), "train/final_loss": loss_value}

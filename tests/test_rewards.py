@@ -1,0 +1,409 @@
+"""Unit tests for rft.rewards: parsing, normalisation, adversarial completions and the reward terms.
+
+Every expectation is computed by hand. The adversarial table is the contract that no completion earns accuracy
+the ground truth does not justify.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rft.rewards import (
+    REWARDS,
+    RewardInputs,
+    extract_answer,
+    extract_think,
+    is_correct,
+    is_lenient_correct,
+    is_well_formatted,
+    normalize_answer,
+    reward_stats,
+    score,
+)
+
+
+def batch(
+    completions: list[str],
+    *,
+    accepted: list[frozenset[str]] | None = None,
+    think_tokens: list[int] | None = None,
+    completion_tokens: list[int] | None = None,
+    group_size: int | None = None,
+    think: bool = True,
+    length_target: int = 100,
+) -> RewardInputs:
+    """A RewardInputs with neutral defaults (one group holding every row) for the fields a test ignores."""
+    n = len(completions)
+    return RewardInputs(
+        completions=completions,
+        accepted=accepted if accepted is not None else [frozenset({"a"})] * n,
+        think_tokens=think_tokens if think_tokens is not None else [0] * n,
+        completion_tokens=completion_tokens if completion_tokens is not None else [0] * n,
+        group_size=group_size if group_size is not None else max(n, 1),
+        think=think,
+        length_target=length_target,
+    )
+
+
+GOOD = "<think>t</think><answer>a</answer>"  # think-format valid, answers "a"
+BAD = "<answer>a</answer>"  # think-format invalid (no think block)
+
+
+# --- normalize_answer ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Boeing", "boeing"),
+        ("  Boeing 737_200 ", "boeing737200"),
+        ("737 - 200", "737-200"),
+        ("\tA\n", "a"),
+        ('"A."', "a"),
+        ("(B)", "b"),
+        ("...left!!", "left"),
+        ("«Left»", "left"),  # Unicode quotation marks (category Pi/Pf)
+        ("¿left?", "left"),
+        ("F/A-18", "f/a-18"),  # internal punctuation kept
+        ("737-200.", "737-200"),
+        ("\uff21\uff13\uff12\uff10", "a320"),  # full-width "A320", NFKC
+        ("A\u00a0320", "a320"),  # non-breaking space
+        ("A\u3000320", "a320"),  # ideographic space
+        ("A\u200b320", "a320"),  # zero-width space (format character)
+        ("ﬁ", "fi"),  # ligature, NFKC
+        ("", ""),
+        ("   ", ""),
+        ("?!.", ""),
+        ("_", ""),
+    ],
+)
+def test_normalize_answer(text: str, expected: str) -> None:
+    assert normalize_answer(text) == expected
+
+
+# --- extract_answer / extract_think -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ("<answer>A</answer>", "A"),
+        ("<think>x</think> <answer> 737-200 </answer>", " 737-200 "),
+        ("junk <answer>A</answer> junk", "A"),
+        ("<answer></answer>", ""),
+        ("", None),
+        ("A", None),
+        ("<answer>A", None),  # unclosed
+        ("A</answer>", None),  # no opening tag
+        ("</answer>A<answer>", None),  # close before open
+        ("<answer>A</answer><answer>B</answer>", None),  # two pairs
+        ("<answer><answer>A</answer>", None),  # nested opening tag
+        ("<answer>A</answer></answer>", None),  # extra closing tag
+        ("<Answer>A</Answer>", None),  # case-sensitive
+        ("<answer >A</answer>", None),  # not the exact tag
+    ],
+)
+def test_extract_answer(completion: str, expected: str | None) -> None:
+    assert extract_answer(completion) == expected
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ("<think>because</think><answer>A</answer>", "because"),
+        ("<think></think>", ""),
+        ("<answer>A</answer>", None),
+        ("<think>a</think><think>b</think>", None),
+        ("</think>x<think>", None),
+        ("<think>unclosed", None),
+    ],
+)
+def test_extract_think(completion: str, expected: str | None) -> None:
+    assert extract_think(completion) == expected
+
+
+# --- is_well_formatted --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("completion", "think", "expected"),
+    [
+        # think template
+        ("<think>t</think><answer>a</answer>", True, True),
+        ("<think> t </think> <answer> a </answer>", True, True),
+        ("<think>t</think>\n\n<answer>a</answer>", True, True),
+        ("\n  <think>t</think><answer>a</answer>  \n", True, True),  # outer whitespace is fine
+        ("<think>line1\nline2</think><answer>a</answer>", True, True),  # DOTALL
+        ("<think></think><answer></answer>", True, True),  # format only; accuracy rejects the empty answer
+        ("Sure! <think>t</think><answer>a</answer>", True, False),  # text before <think>
+        ("<think>t</think><answer>a</answer> done", True, False),  # text after </answer>
+        ("<think>t</think> so <answer>a</answer>", True, False),  # text between the blocks
+        ("<think>t</think><think>u</think><answer>a</answer>", True, False),  # two think blocks
+        ("<think>t</think><answer>a</answer><answer>b</answer>", True, False),  # two answer blocks
+        ("<think>t<answer>x</answer></think><answer>a</answer>", True, False),  # answer hidden in think
+        ("<think>t</think><answer>a<answer>b</answer>", True, False),  # nested answer
+        ("<answer>a</answer><think>t</think>", True, False),  # wrong order
+        ("<answer>a</answer>", True, False),  # answer without think
+        ("<think>t</think>", True, False),  # think without answer
+        ("<think>t</think><answer>a", True, False),  # unclosed answer
+        ("<THINK>t</THINK><answer>a</answer>", True, False),  # case-sensitive
+        # no-think template
+        ("<answer>a</answer>", False, True),
+        ("  <answer> a </answer>\n", False, True),
+        ("<answer>a</answer> because", False, False),
+        ("So: <answer>a</answer>", False, False),
+        ("<think>t</think><answer>a</answer>", False, False),  # think tags not allowed
+        ("<answer>a <think></think></answer>", False, False),
+        ("<answer>a</answer><answer>b</answer>", False, False),
+        ("<answer>a", False, False),
+        ("", False, False),
+    ],
+)
+def test_is_well_formatted(completion: str, think: bool, expected: bool) -> None:
+    assert is_well_formatted(completion, think) is expected
+
+
+# --- accuracy: adversarial completions ----------------------------------------------------------------------
+
+AIRCRAFT = frozenset({"737-200"})
+OPTION_A = frozenset({"left", "a"})  # multiple choice, option A "left"
+
+
+@pytest.mark.parametrize(
+    ("completion", "accepted", "expected"),
+    [
+        # plain correct answers, and unicode / whitespace / case variants of them
+        ("<think>t</think><answer>737-200</answer>", AIRCRAFT, True),
+        ("<answer>737-200</answer>", AIRCRAFT, True),
+        ("<answer> 737 - 200 </answer>", AIRCRAFT, True),
+        ("<answer>\uff17\uff13\uff17\uff0d\uff12\uff10\uff10</answer>", AIRCRAFT, True),  # full-width 737-200
+        ("<answer>737\u00a0-200.</answer>", AIRCRAFT, True),
+        ("<answer>\n737_200\n</answer>", frozenset({"737200"}), True),
+        ("<answer>Left</answer>", OPTION_A, True),
+        ("<answer>(A)</answer>", OPTION_A, True),
+        ("<answer>A.</answer>", OPTION_A, True),
+        # empty answers, even if "" were (wrongly) accepted
+        ("<answer></answer>", frozenset({""}), False),
+        ("<answer>  </answer>", frozenset({""}), False),
+        ("<answer>...</answer>", frozenset({""}), False),
+        # hedged answers: exact match, never substring
+        ("<answer>737-200 or 737-300</answer>", AIRCRAFT, False),
+        ("<answer>A or B</answer>", OPTION_A, False),
+        ("<answer>A, B, C, D</answer>", OPTION_A, False),
+        ("<answer>737-2000</answer>", AIRCRAFT, False),  # longer answer containing the right one
+        ("<answer>737</answer>", AIRCRAFT, False),  # shorter, family-level answer
+        # several answer tags, even when both are right
+        ("<answer>737-200</answer><answer>737-200</answer>", AIRCRAFT, False),
+        ("<think>t</think><answer>737-300</answer><answer>737-200</answer>", AIRCRAFT, False),
+        # missing, unclosed or nested tags
+        ("<think>it is a 737-200</think>", AIRCRAFT, False),  # think without answer
+        ("737-200", AIRCRAFT, False),
+        ("<answer>737-200", AIRCRAFT, False),
+        ("737-200</answer>", AIRCRAFT, False),
+        ("<answer><answer>737-200</answer></answer>", AIRCRAFT, False),
+        ("</answer>737-200<answer>", AIRCRAFT, False),
+        ("<Answer>737-200</Answer>", AIRCRAFT, False),
+        # only the tag content counts, text outside the tags never does
+        ("I think 737-200. <answer>737-200</answer> Done.", AIRCRAFT, True),
+        ("The answer is 737-200. <answer>737-300</answer>", AIRCRAFT, False),
+        ("<think>737-200</think><answer>737-300</answer>", AIRCRAFT, False),
+    ],
+)
+def test_is_correct(completion: str, accepted: frozenset[str], expected: bool) -> None:
+    assert is_correct(completion, accepted) is expected
+
+
+def test_answer_without_think_is_accurate_but_only_no_think_formatted() -> None:
+    completion = "<answer>737-200</answer>"
+    assert is_correct(completion, AIRCRAFT)
+    assert REWARDS["format"](batch([completion], think=True)) == [0.0]
+    assert REWARDS["format"](batch([completion], think=False)) == [1.0]
+
+
+def test_text_outside_tags_fails_format_but_keeps_accuracy() -> None:
+    completion = "Let me see. <think>t</think><answer>737-200</answer>"
+    x = batch([completion], accepted=[AIRCRAFT])
+    assert REWARDS["format"](x) == [0.0]
+    assert REWARDS["accuracy"](x) == [1.0]
+
+
+# --- lenient metric (evaluation only) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("completion", "answer", "expected"),
+    [
+        ("<answer>737-200</answer>", "737-200", True),
+        ("<answer>Boeing 737_200</answer>", "737-200", False),  # hyphen is kept by the lenient form
+        ("<answer>Boeing 737 200</answer>", "737_200", True),
+        ("<answer>737-2000</answer>", "737-200", True),  # hackable: exact match says False
+        ("<answer>737-200 or 737-300</answer>", "737-300", True),  # hackable: hedging pays
+        ("<answer>737</answer>", "737-200", False),
+        ("<answer></answer>", "737-200", False),
+        ("<answer>   </answer>", "737-200", False),
+        ("737-200", "737-200", False),  # no answer tag
+        ("<answer>737-200</answer><answer>x</answer>", "737-200", False),
+    ],
+)
+def test_is_lenient_correct(completion: str, answer: str, expected: bool) -> None:
+    assert is_lenient_correct(completion, answer) is expected
+
+
+def test_lenient_is_hackable_where_exact_is_not() -> None:
+    completion = "<answer>737-2000</answer>"
+    assert is_lenient_correct(completion, "737-200")
+    assert not is_correct(completion, AIRCRAFT)
+
+
+# --- reward functions ---------------------------------------------------------------------------------------
+
+
+def test_accuracy_and_format_rewards() -> None:
+    x = batch(
+        [GOOD, BAD, "<think>t</think><answer>b</answer>", "a"],
+        accepted=[frozenset({"a"})] * 4,
+        group_size=2,
+    )
+    assert REWARDS["accuracy"](x) == [1.0, 1.0, 0.0, 0.0]
+    assert REWARDS["format"](x) == [1.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("completion", "think_tokens", "length_target", "expected"),
+    [
+        (GOOD, 0, 100, 0.0),
+        (GOOD, 25, 100, 0.25),
+        (GOOD, 1, 3, 1 / 3),
+        (GOOD, 100, 100, 1.0),
+        (GOOD, 250, 100, 1.0),  # capped at 1
+        (BAD, 50, 100, 0.0),  # no think block: format invalid
+        ("x " + GOOD, 50, 100, 0.0),  # text outside tags: format invalid
+    ],
+)
+def test_length_budget(completion: str, think_tokens: int, length_target: int, expected: float) -> None:
+    x = batch([completion], think_tokens=[think_tokens], length_target=length_target)
+    assert REWARDS["length_budget"](x) == [pytest.approx(expected)]
+
+
+def test_length_budget_is_gated_by_think_format_even_for_no_think_template() -> None:
+    x = batch([GOOD, BAD], think_tokens=[50, 50], think=False)
+    assert REWARDS["length_budget"](x) == [0.5, 0.0]
+
+
+def test_length_group_mixed_valid_and_invalid() -> None:
+    # valid lengths 10, 40, 30 -> min 10, max 40, span 30; the invalid row has the longest think but earns 0
+    # and does not move the max.
+    x = batch([GOOD, GOOD, BAD, GOOD], think_tokens=[10, 40, 90, 30], group_size=4)
+    assert REWARDS["length_group"](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.0, 2 / 3]]
+
+
+@pytest.mark.parametrize(
+    ("completions", "think_tokens"),
+    [
+        ([GOOD, GOOD, GOOD, GOOD], [20, 20, 20, 20]),  # all equal
+        ([GOOD, GOOD, BAD, BAD], [20, 20, 5, 90]),  # valid members equal
+        ([GOOD, BAD, BAD, BAD], [20, 5, 90, 1]),  # fewer than two valid members
+        ([BAD, BAD, BAD, BAD], [1, 2, 3, 4]),  # none valid
+    ],
+)
+def test_length_group_degenerate_groups_are_zero(completions: list[str], think_tokens: list[int]) -> None:
+    x = batch(completions, think_tokens=think_tokens, group_size=4)
+    assert REWARDS["length_group"](x) == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_length_group_groups_are_independent() -> None:
+    # G=3. group 0 = rows 0..2, lengths 0, 100, 50 -> 0, 1, 0.5.
+    # group 1 = rows 3..5, lengths 60, (invalid, 1000), 70 -> 0, 0, 1; group 0's span plays no part.
+    x = batch(
+        [GOOD, GOOD, GOOD, GOOD, BAD, GOOD],
+        think_tokens=[0, 100, 50, 60, 1000, 70],
+        group_size=3,
+    )
+    assert REWARDS["length_group"](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.5, 0.0, 0.0, 1.0]]
+
+
+def test_length_raw_is_ungated() -> None:
+    x = batch([GOOD, BAD, ""], completion_tokens=[0, 700, 256])
+    assert REWARDS["length_raw"](x) == [pytest.approx(v) for v in [0.0, 0.7, 0.256]]
+
+
+def test_rewards_registry_names() -> None:
+    assert set(REWARDS) == {"accuracy", "format", "length_budget", "length_group", "length_raw"}
+
+
+# --- score and reward_stats ---------------------------------------------------------------------------------
+
+
+def test_score_weights_and_sums_terms() -> None:
+    x = batch(
+        [GOOD, "<think>t</think><answer>b</answer>", BAD, "<answer>a"],
+        think_tokens=[50, 200, 10, 0],
+        completion_tokens=[60, 210, 20, 5],
+        group_size=2,
+        length_target=100,
+    )
+    per_term, total = score(x, [("accuracy", 1.0), ("format", 0.5), ("length_budget", 2.0)])
+    assert per_term == [
+        [1.0, 0.0, 1.0, 0.0],
+        [1.0, 1.0, 0.0, 0.0],
+        [0.5, 1.0, 0.0, 0.0],
+    ]
+    # 1 + 0.5 + 2*0.5 = 2.5; 0 + 0.5 + 2*1 = 2.5; 1 + 0 + 0 = 1; 0
+    assert total == [pytest.approx(v) for v in [2.5, 2.5, 1.0, 0.0]]
+
+
+def test_score_without_terms_is_zero() -> None:
+    per_term, total = score(batch([GOOD, BAD]), [])
+    assert per_term == []
+    assert total == [0.0, 0.0]
+
+
+def test_score_unknown_reward_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match=r"unknown reward 'acuracy'.*accuracy, format, length_budget"):
+        score(batch([GOOD]), [("acuracy", 1.0)])
+
+
+def test_score_repeated_reward_rejected() -> None:
+    with pytest.raises(ValueError, match="repeated: format"):
+        score(batch([GOOD]), [("format", 1.0), ("format", 0.5)])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("accepted", [frozenset({"a"})], r"accepted has 1 rows but completions has 2"),
+        ("think_tokens", [0, 0, 0], r"think_tokens has 3 rows but completions has 2"),
+        ("completion_tokens", [], r"completion_tokens has 0 rows but completions has 2"),
+        ("group_size", 3, r"2 rows, not a multiple of group_size=3"),
+        ("group_size", 0, r"group_size must be >= 1"),
+        ("length_target", 0, r"length_target must be >= 1"),
+    ],
+)
+def test_score_validates_inputs(field: str, value: object, message: str) -> None:
+    x = batch([GOOD, BAD], group_size=2)
+    setattr(x, field, value)
+    with pytest.raises(ValueError, match=message):
+        score(x, [("accuracy", 1.0)])
+
+
+def test_reward_stats() -> None:
+    stats = reward_stats(["accuracy", "length_budget"], [[1.0, 0.0, 1.0, 0.0], [0.5, 0.5, 0.5, 0.5]])
+    assert stats == {
+        "reward/accuracy": 0.5,
+        "reward/accuracy_std": 0.5,  # population std of {1, 0, 1, 0}
+        "reward/length_budget": 0.5,
+        "reward/length_budget_std": 0.0,
+    }
+
+
+def test_reward_stats_population_std() -> None:
+    stats = reward_stats(["x"], [[1.0, 2.0, 3.0]])
+    assert stats["reward/x"] == pytest.approx(2.0)
+    assert stats["reward/x_std"] == pytest.approx(math.sqrt(2 / 3))
+
+
+def test_reward_stats_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="2 names but 1 value lists"):
+        reward_stats(["a", "b"], [[1.0]])
