@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 export DS_BUILD_OPS ?= 0
 
-.PHONY: help venv demo test test-fast lint format sweep-tiny clean
+.PHONY: help venv demo test test-fast lint format sweep-tiny report data-fgvc data-sat clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,15 @@ format: venv  ## ruff autofix + format
 
 sweep-tiny: venv  ## RFT vs SFT vs zero-shot over budgets 1/2/4 on the tiny FGVC stand-in
 	$(PY) experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny
+
+report: venv  ## tables + plots from every run under outputs/ (REPORT_IN=<dir> to pick a sweep)
+	$(PY) experiments/report.py $${REPORT_IN:-outputs}
+
+data-fgvc: venv  ## download, verify and unpack FGVC-Aircraft 2013b (2.75 GB) into data/fgvc-aircraft-2013b/
+	$(PY) experiments/data.py fgvc --dest data/
+
+data-sat: venv  ## download the array/SAT parquet files (train, val, test) into data/SAT/ (needs network)
+	HF_HUB_OFFLINE=0 $(PY) experiments/data.py sat --dest data/
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf outputs/runs outputs/multirun outputs/results.csv

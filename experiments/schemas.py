@@ -5,10 +5,15 @@ at compose time: a misspelt key or a wrong type fails and names the key. Importe
 the config tests.
 """
 
+import dataclasses
+
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from rft.config import (
     BudgetConfig,
+    ConfigError,
+    DistConfig,
     EvalConfig,
     LoggerConfig,
     ModelConfig,
@@ -30,9 +35,33 @@ def register() -> None:
     cs.store(group="budget", name="budget_schema", node=BudgetConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="eval", name="eval_schema", node=EvalConfig)
+    cs.store(group="dist", name="dist_schema", node=DistConfig)
     cs.store(group="method", name="rft_schema", node=RFTConfig)
     cs.store(group="method", name="sft_schema", node=SFTConfig)
     cs.store(group="method", name="zeroshot_schema", node=ZeroShotConfig)
+
+
+def reject_unknown_keys(node: DictConfig, path: str = "") -> None:
+    """Fail on keys a schema does not declare (Hydra's `+key=value` can add them even in struct mode)."""
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        known = {f.name for f in dataclasses.fields(schema)}
+        for key in node.keys():
+            if key not in known:
+                raise ConfigError(
+                    f"unknown key {path}{key}: {schema.__name__} has no field {key!r}; check the spelling. "
+                    f"Known fields: {', '.join(sorted(known))}"
+                )
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            reject_unknown_keys(child, f"{path}{key}.")
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """The typed RunConfig of a composed config; every __post_init__ rule runs here."""
+    reject_unknown_keys(cfg)
+    return OmegaConf.to_object(cfg)
 
 
 register()

@@ -21,6 +21,7 @@ BUDGET_KINDS = ("shots", "samples", "full")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+DECODERS = ("lean", "hf")  # rft.decode.generate | rft.rollout.generate
 
 
 class ConfigError(ValueError):
@@ -34,18 +35,60 @@ def _require(cond: bool, message: str) -> None:
 
 @dataclass
 class TaskConfig:
-    """A task (`task=`). Sizes of synthetic tasks are per class for classification tasks."""
+    """A task (`task=`). Sizes of synthetic tasks are per class for classification tasks.
+
+    The fields after `test_size` apply to the real datasets (rft.datasets); synthetic tasks ignore them.
+
+    Attributes:
+        root: Data folder: fgvc `fgvc-aircraft-2013b/` (or its `data/`), sat the folder of SAT_*.parquet, banner
+            the folder holding train.jsonl/test.jsonl and the images.
+        source: fgvc only: "official" (the archive layout under root) or "hf" (a Hugging Face copy, hf_path).
+        annotation_level: fgvc class granularity: variant (100), family (70) or manufacturer (30).
+        train_split: The source split that becomes the train pool (fgvc train|trainval|val, sat train|static).
+        crop_bottom: fgvc: pixels cut off the bottom of every image (the official protocol removes the 20-px
+            copyright banner); set 0 for a copy that is already cropped.
+        hf_path: source=hf: a hub id, a `save_to_disk` folder, or a folder of parquet/arrow files.
+        hf_files: source=hf: explicit split -> parquet/arrow file (or glob); empty infers splits from file names.
+        image_column: source=hf: the image column (an HF Image struct or raw bytes).
+        label_column: source=hf: the label column (a ClassLabel int, a string, or `<answer>…</answer>`).
+        keep_multi_image: sat: keep questions with 2 images (motion); false keeps single-image questions only.
+        first_n: sat: read only the first N rows of the train pool, before filtering (0 = all rows).
+        shuffle_options: sat/banner: shuffle the options per question, seeded by the run seed and the uid.
+    """
 
     name: str = "sat_synth"
     data_seed: int = 0
     image_size: int = 112
     train_size: int = 256
     test_size: int = 64
+    root: str | None = None
+    source: str = "official"
+    annotation_level: str = "variant"
+    train_split: str = "train"
+    crop_bottom: int = 20
+    hf_path: str | None = None
+    hf_files: dict[str, str] = field(default_factory=dict)
+    image_column: str = "image"
+    label_column: str = "label"
+    keep_multi_image: bool = False
+    first_n: int = 0
+    shuffle_options: bool = True
 
     def __post_init__(self) -> None:
         _require(self.train_size > 0, f"task.train_size must be > 0, got {self.train_size}")
         _require(self.test_size > 0, f"task.test_size must be > 0, got {self.test_size}")
         _require(self.image_size >= 28, f"task.image_size must be >= 28 pixels, got {self.image_size}")
+        _require(self.source in ("official", "hf"), f"task.source={self.source!r} must be official or hf")
+        _require(
+            self.annotation_level in ("variant", "family", "manufacturer"),
+            f"task.annotation_level={self.annotation_level!r} must be variant, family or manufacturer",
+        )
+        _require(self.crop_bottom >= 0, f"task.crop_bottom must be >= 0 pixels, got {self.crop_bottom}")
+        _require(self.first_n >= 0, f"task.first_n must be >= 0 (0 = all rows), got {self.first_n}")
+        _require(
+            self.source != "hf" or bool(self.hf_path) or bool(self.hf_files),
+            "task.source=hf needs task.hf_path=<hub id or local folder> or task.hf_files={train: ..., test: ...}",
+        )
 
 
 @dataclass
@@ -100,10 +143,14 @@ class RewardConfig:
     def __post_init__(self) -> None:
         from rft.rewards import REWARDS
 
-        _require(len(self.terms) > 0, f"reward {self.name!r} has an empty terms list; add at least one {{fn, weight}}")
+        _require(
+            len(self.terms) > 0,
+            f"reward {self.name!r} has an empty terms list; add at least one {{fn, weight}}",
+        )
         for t in self.terms:
             _require(
-                t.fn in REWARDS, f"reward {self.name!r}: unknown reward function {t.fn!r}; known: {sorted(REWARDS)}"
+                t.fn in REWARDS,
+                f"reward {self.name!r}: unknown reward function {t.fn!r}; known: {sorted(REWARDS)}",
             )
             _require(math.isfinite(t.weight), f"reward {self.name!r}: weight of {t.fn!r} must be finite")
             _require(
@@ -155,9 +202,9 @@ class RFTConfig(MethodConfig):
 
     Attributes:
         steps: Optimizer steps (each with a fresh rollout when mu = 1).
-        rollout_batch_size: Completions per step, B*G (B prompts times G generations).
+        rollout_batch_size: Completions per step over all ranks, B*G (B prompts times G generations).
         group_size: G, completions per prompt.
-        micro_batch_size: Completions per forward/backward; gradients accumulate over B*G / micro_batch_size.
+        micro_batch_size: Completions per forward/backward on one rank; gradients accumulate over the rest.
         mu: Policy updates per rollout (old log-probs are computed only when mu > 1).
         beta: KL coefficient of the k3 penalty (the reference model is loaded only when beta > 0).
         clip_eps: PPO clip range for the ratio (only active when mu > 1).
@@ -165,6 +212,11 @@ class RFTConfig(MethodConfig):
         loss_agg: seq-mean-token-mean (GRPO/Visual-RFT), token-mean (DAPO) or seq-mean-token-sum-norm (Dr. GRPO).
         scale_adv_by_std: Divide group-centred rewards by the group std (GRPO); false is Dr. GRPO's choice.
         samples_every: Write samples/step_*.jsonl (and the W&B completions table) every N steps.
+        decode: Rollout sampler: "lean" (rft.decode: one prefill per prompt, static KV cache, minimal loop) or
+            "hf" (HF generate, the reference). Both sample the same distribution.
+        share_prompt: Log-prob forwards run each prompt once and reuse its K/V for its G completions
+            (rollout.shared_prompt_logprobs); false runs G full prompt+completion copies. Same loss and gradient.
+        min_new_tokens: EOS is suppressed before this many tokens (0 = off); benchmarks force equal lengths.
     """
 
     name: str = "rft"
@@ -186,10 +238,22 @@ class RFTConfig(MethodConfig):
     scale_adv_by_std: bool = True
     max_prompt_tokens: int = 1024
     samples_every: int = 10
+    decode: str = "lean"
+    share_prompt: bool = True
+    min_new_tokens: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.group_size >= 2, f"method.group_size (G) must be >= 2 for group advantages, got {self.group_size}")
+        _require(self.decode in DECODERS, f"method.decode={self.decode!r} is not one of {DECODERS}")
+        _require(
+            0 <= self.min_new_tokens <= self.max_new_tokens,
+            f"method.min_new_tokens ({self.min_new_tokens}) must be in [0, method.max_new_tokens="
+            f"{self.max_new_tokens}]",
+        )
+        _require(
+            self.group_size >= 2,
+            f"method.group_size (G) must be >= 2 for group advantages, got {self.group_size}",
+        )
         _require(
             self.rollout_batch_size % self.group_size == 0,
             f"method.rollout_batch_size ({self.rollout_batch_size}) must be divisible by method.group_size "
@@ -206,12 +270,15 @@ class RFTConfig(MethodConfig):
         _require(self.beta >= 0, f"method.beta (KL coefficient) must be >= 0, got {self.beta}")
         _require(self.temperature > 0, f"method.temperature must be > 0, got {self.temperature}")
         _require(self.clip_eps > 0, f"method.clip_eps must be > 0, got {self.clip_eps}")
-        _require(self.loss_agg in LOSS_AGGREGATIONS, f"method.loss_agg={self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}")
+        _require(
+            self.loss_agg in LOSS_AGGREGATIONS,
+            f"method.loss_agg={self.loss_agg!r} is not one of {LOSS_AGGREGATIONS}",
+        )
         _require(self.samples_every > 0, f"method.samples_every must be > 0, got {self.samples_every}")
 
     @property
     def prompts_per_step(self) -> int:
-        """B: prompts per step."""
+        """B: prompts per step, over all ranks."""
         return self.rollout_batch_size // self.group_size
 
 
@@ -221,7 +288,7 @@ class SFTConfig(MethodConfig):
 
     Attributes:
         epochs: Passes over the budgeted train set.
-        batch_size: Examples per optimizer step.
+        batch_size: Examples per optimizer step over all ranks.
         micro_batch_size: Examples per forward/backward (gradient accumulation over batch_size / micro_batch_size).
         warmup_ratio: Fraction of steps with linear LR warm-up.
     """
@@ -244,7 +311,9 @@ class SFTConfig(MethodConfig):
             self.micro_batch_size > 0 and self.batch_size % self.micro_batch_size == 0,
             f"method.micro_batch_size ({self.micro_batch_size}) must divide method.batch_size ({self.batch_size})",
         )
-        _require(0 <= self.warmup_ratio < 1, f"method.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _require(
+            0 <= self.warmup_ratio < 1, f"method.warmup_ratio must be in [0, 1), got {self.warmup_ratio}"
+        )
 
 
 @dataclass
@@ -288,6 +357,35 @@ class LoggerConfig:
 
 
 @dataclass
+class DistConfig:
+    """Distributed training (`dist=`): none (one process) or DeepSpeed ZeRO over all launched ranks.
+
+    Batch sizes are not configured here: they derive from the method (micro-batch, accumulation) and the world
+    size; bf16 follows model.dtype and gradient clipping follows method.max_grad_norm.
+
+    Attributes:
+        backend: "none" or "deepspeed".
+        zero_stage: 2 (optimizer + gradients sharded) or 3 (parameters too).
+        offload_optimizer: Keep optimizer state on the CPU.
+        offload_params: Keep ZeRO-3 parameters on the CPU.
+    """
+
+    name: str = "none"
+    backend: str = "none"
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.backend in ("none", "deepspeed"), f"dist.backend={self.backend!r} must be none or deepspeed")
+        _require(self.zero_stage in (2, 3), f"dist.zero_stage must be 2 or 3, got {self.zero_stage}")
+        _require(
+            not self.offload_params or self.zero_stage == 3,
+            "dist.offload_params needs ZeRO-3 (dist=zero3_offload); ZeRO-2 does not shard parameters",
+        )
+
+
+@dataclass
 class RunConfig:
     """The whole run: the five axes (task, method, model, reward, budget) plus seed, eval and logging.
 
@@ -298,20 +396,24 @@ class RunConfig:
     """
 
     task: TaskConfig = field(default_factory=TaskConfig)
-    method: Any = field(default_factory=RFTConfig)
+    method: Any = "???"  # MISSING until a conf/method option (or the caller) provides one
     model: ModelConfig = field(default_factory=ModelConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     seed: int = 0
     name: str = "run"
     results_csv: str = "outputs/results.csv"
     threads: int = 0
 
 
-def validate(cfg: RunConfig) -> None:
+def validate(cfg: RunConfig, world_size: int = 1) -> None:
     """Rules that span config groups; run before any data or model is loaded.
+
+    Args:
+        world_size: Number of ranks (processes) training together.
 
     Raises:
         ConfigError: with a message that names the keys and the fix.
@@ -327,6 +429,33 @@ def validate(cfg: RunConfig) -> None:
             TASK_KINDS.get(cfg.task.name) == "classification",
             f"budget.kind=shots needs a classification task, but task={cfg.task.name} is not one; "
             "use budget=samples (N samples) instead",
+        )
+    _require(
+        world_size == 1 or cfg.dist.backend == "deepspeed",
+        f"{world_size} processes were launched but dist=none trains in one process; pass dist=zero2 or dist=zero3",
+    )
+    m = cfg.method
+    if isinstance(m, RFTConfig):
+        # Convention: a group lives on one rank. rollout_batch_size is global, so each rank takes
+        # rollout_batch_size / (G * world_size) whole prompts and group statistics never cross ranks.
+        per_rank = m.rollout_batch_size // world_size
+        _require(
+            m.rollout_batch_size % (m.group_size * world_size) == 0,
+            f"method.rollout_batch_size ({m.rollout_batch_size}) must be divisible by group_size x world_size "
+            f"({m.group_size} x {world_size}) so every rank holds whole groups; "
+            f"e.g. method.rollout_batch_size={m.group_size * world_size * max(1, m.prompts_per_step // world_size)}",
+        )
+        _require(
+            per_rank % m.micro_batch_size == 0,
+            f"method.micro_batch_size ({m.micro_batch_size}) must divide the per-rank batch "
+            f"({m.rollout_batch_size} / {world_size} ranks = {per_rank})",
+        )
+    if isinstance(m, SFTConfig):
+        per_rank = m.batch_size // world_size
+        _require(
+            m.batch_size % world_size == 0 and per_rank % m.micro_batch_size == 0,
+            f"method.batch_size ({m.batch_size}) must split into {world_size} ranks x whole micro-batches of "
+            f"{m.micro_batch_size}; e.g. method.batch_size={m.micro_batch_size * world_size}",
         )
     if isinstance(cfg.method, RFTConfig) and cfg.reward.length_target is not None:
         _require(

@@ -49,7 +49,9 @@ class TorchEngine:
     world_size = 1
     is_main = True
 
-    def __init__(self, model: torch.nn.Module, *, lr: float, weight_decay: float, max_grad_norm: float, lr_factor):
+    def __init__(
+        self, model: torch.nn.Module, *, lr: float, weight_decay: float, max_grad_norm: float, lr_factor
+    ):
         self.module = model
         self.max_grad_norm = max_grad_norm
         params = [p for p in model.parameters() if p.requires_grad]
@@ -83,3 +85,147 @@ class TorchEngine:
                 yield self.module
         finally:
             self.module.train()
+
+
+def deepspeed_config(
+    *,
+    stage: int,
+    offload_optimizer: bool,
+    offload_params: bool,
+    micro_batch_size: int,
+    grad_accum_steps: int,
+    world_size: int,
+    max_grad_norm: float,
+    dtype: str,
+) -> dict:
+    """The DeepSpeed JSON, derived from the typed config (batch sizes have one source: the method config).
+
+    Args:
+        stage: ZeRO stage (2 or 3).
+        micro_batch_size: Rows per forward/backward on one rank.
+        grad_accum_steps: Micro-batches per optimizer step on one rank.
+        max_grad_norm: From the method config; <= 0 disables clipping.
+        dtype: The model dtype; "bfloat16" turns on DeepSpeed's bf16 mode, "float16" its fp16 mode.
+    """
+    zero: dict = {"stage": stage, "overlap_comm": False, "contiguous_gradients": True}
+    if offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": False}
+    if stage == 3:
+        # Generation gathers every parameter once per rollout (see DeepSpeedEngine.generation), not per token.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum_steps,
+        "train_batch_size": micro_batch_size * grad_accum_steps * world_size,
+        "gradient_clipping": max_grad_norm if max_grad_norm > 0 else 0.0,
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
+        "zero_optimization": zero,
+        # A client torch AdamW: no FusedAdam JIT build, and the same optimizer math as TorchEngine.
+        "zero_allow_untested_optimizer": True,
+        # Offloaded optimizer state may be stepped by the same client AdamW (no DeepSpeedCPUAdam JIT build).
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class DeepSpeedEngine:
+    """DeepSpeed ZeRO-2/3 behind the same interface as TorchEngine.
+
+    Loss normalisers in rft.losses are already those of the whole optimizer step, so `backward` does not let
+    DeepSpeed divide by the accumulation steps again (`scale_wrt_gas=False`). DeepSpeed averages gradients over
+    ranks, which with equal per-rank batches equals the gradient of the global batch.
+    """
+
+    def __init__(self, model, *, lr, weight_decay, max_grad_norm, lr_factor, ds_config: dict):
+        import deepspeed
+        import torch.distributed as dist
+
+        self.max_grad_norm = max_grad_norm
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=ds_config,
+            model_parameters=params,
+        )
+        self.module = self.ds.module
+        self.stage = ds_config["zero_optimization"]["stage"]
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        self.is_main = self.rank == 0
+        self.module.train()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss, scale_wrt_gas=False)
+        self.ds.step()  # a no-op until the accumulation boundary, where it clips and steps
+
+    def step(self) -> float:
+        """Called once per optimizer step, after the last micro-batch's backward already stepped DeepSpeed."""
+        if not self.ds.was_step_applied():
+            raise RuntimeError(
+                "DeepSpeed did not step: micro-batches per step differ from gradient_accumulation_steps"
+            )
+        norm = self.ds.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    @contextmanager
+    def generation(self):
+        """Eval mode, no autograd; under ZeRO-3 every parameter is gathered once for the whole rollout.
+
+        DeepSpeed's own `unwrap_model_for_generation` gathers the shards and lifts ZeRO-3's per-module fetch
+        hooks for the duration, so decoding runs on whole weights instead of re-gathering layer by layer.
+        """
+        from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
+
+        self.module.eval()
+        try:
+            with torch.no_grad():
+                if self.stage == 3:
+                    with unwrap_model_for_generation(self.ds):
+                        yield self.module
+                else:
+                    yield self.module
+        finally:
+            self.module.train()
+
+
+def make_engine(
+    dist, model, *, lr, weight_decay, max_grad_norm, lr_factor, micro_batch_size, grad_accum_steps, dtype
+):
+    """TorchEngine for dist.backend=none, DeepSpeedEngine otherwise (ZeRO JSON derived from the typed config)."""
+    if dist.backend == "none":
+        return TorchEngine(
+            model, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm, lr_factor=lr_factor
+        )
+    import torch.distributed as torch_dist
+
+    world_size = torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+    ds_config = deepspeed_config(
+        stage=dist.zero_stage,
+        offload_optimizer=dist.offload_optimizer,
+        offload_params=dist.offload_params,
+        micro_batch_size=micro_batch_size,
+        grad_accum_steps=grad_accum_steps,
+        world_size=world_size,
+        max_grad_norm=max_grad_norm,
+        dtype=dtype,
+    )
+    return DeepSpeedEngine(
+        model,
+        lr=lr,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        lr_factor=lr_factor,
+        ds_config=ds_config,
+    )

@@ -39,7 +39,9 @@ def evaluate(
         )  # [b, T], [b, T]
         completions = decode(tok, ids, mask)
         think_counts = count_think_tokens(tok, completions)
-        for s, c, n_tokens, n_think in zip(batch, completions, mask.sum(1).tolist(), think_counts, strict=True):
+        for s, c, n_tokens, n_think in zip(
+            batch, completions, mask.sum(1).tolist(), think_counts, strict=True
+        ):
             rows.append(
                 {
                     "uid": s.uid,
@@ -56,6 +58,11 @@ def evaluate(
             )
     if was_training:
         model.train()
+    return summarize(rows), rows
+
+
+def summarize(rows: list[dict]) -> dict[str, float]:
+    """Metrics over prediction rows (e.g. every rank's rows, gathered)."""
     n = max(len(rows), 1)
     metrics = {
         "eval/accuracy": sum(r["correct"] for r in rows) / n,
@@ -71,4 +78,4 @@ def evaluate(
             by_type[r["qtype"]].append(r["correct"])
     for qtype, hits in sorted(by_type.items()):
         metrics[f"eval/accuracy_{qtype}"] = sum(hits) / len(hits)
-    return metrics, rows
+    return metrics

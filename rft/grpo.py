@@ -1,10 +1,13 @@
 """The GRPO loop (`method=rft`), one function read top to bottom.
 
 Each step:
-    1. Rollout: take B prompts and generate G completions per prompt in one batched generate call.
+    1. Rollout: take B prompts and sample G completions per prompt in one batched call (`method.decode`: the
+       lean sampler of rft.decode, or HF generate).
     2. Rewards: score every completion with the configured reward terms (per-term mean/std logged).
     3. Advantages: group-normalise the summed rewards (scale by the group std or not).
     4. Reference log-probs only when beta > 0; old log-probs only when the rollout feeds mu > 1 updates.
+       Every log-prob forward runs each prompt (and its image) once and shares its K/V across the G
+       completions (`method.share_prompt`; the full-copy forward is the reference path).
     5. Loss: clipped-ratio surrogate plus beta * k3 KL, aggregated as configured (the mode is logged).
     6. Backward over micro-batches (gradients accumulate), clip the gradient norm, step the optimizer.
     7. Log metrics, per-phase timings and, every N steps, samples with their images.
@@ -30,11 +33,21 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
+from rft import distributed
 from rft.config import RunConfig
-from rft.engine import TorchEngine, warmup_constant
-from rft.losses import grpo_loss, group_advantages
+from rft.decode import generate as lean_generate
+from rft.engine import make_engine, warmup_constant
+from rft.losses import group_advantages, grpo_loss
 from rft.rewards import RewardInputs, reward_stats, score
-from rft.rollout import chat_text, completion_logprobs, count_think_tokens, decode, encode_prompts, generate
+from rft.rollout import (
+    chat_text,
+    completion_logprobs,
+    count_think_tokens,
+    decode,
+    encode_prompts,
+    generate,
+    shared_prompt_logprobs,
+)
 from rft.tasks import PromptStream, Sample, Task, accepted_answers
 from rft.tracking import PhaseTimer, Tracker
 
@@ -53,20 +66,31 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 def train(
     cfg: RunConfig, task: Task, train_set: list[Sample], model, processor, tracker: Tracker
-) -> dict[str, float]:
+) -> tuple[dict[str, float], object]:
     """Train `model` in place with GRPO on `train_set`.
 
     Returns:
-        Final training stats (the last step's reward mean, total steps, mean step seconds).
+        (final training stats: last reward mean, steps, mean step seconds; the engine, for evaluation).
     """
     m = cfg.method
-    G, B, N = m.group_size, m.prompts_per_step, m.rollout_batch_size
+    world, rank = distributed.world_size(), distributed.rank()
+    # This rank's share of the step: whole groups only (a group lives on one rank).
+    G, B, N = m.group_size, m.prompts_per_step // world, m.rollout_batch_size // world
     tok = processor.tokenizer
-    engine = TorchEngine(
-        model, lr=m.lr, weight_decay=m.weight_decay, max_grad_norm=m.max_grad_norm,
+    engine = make_engine(
+        cfg.dist,
+        model,
+        lr=m.lr,
+        weight_decay=m.weight_decay,
+        max_grad_norm=m.max_grad_norm,
         lr_factor=warmup_constant(m.warmup_steps),
+        micro_batch_size=m.micro_batch_size,
+        grad_accum_steps=N // m.micro_batch_size,
+        dtype=cfg.model.dtype,
     )
     ref = frozen_copy(model) if m.beta > 0 else None
+    sample = lean_generate if m.decode == "lean" else generate
+    logprobs = shared_prompt_logprobs if m.share_prompt else completion_logprobs
     stream = PromptStream(train_set, seed=cfg.seed)
     terms = [(t.fn, t.weight) for t in cfg.reward.terms]
     length_target = cfg.reward.length_target or m.max_new_tokens
@@ -75,22 +99,34 @@ def train(
     timer = PhaseTimer()
     log.info(
         "GRPO: %d steps, B=%d prompts x G=%d, micro-batch %d, beta=%g, mu=%d, loss_agg=%s, scale_adv_by_std=%s",
-        m.steps, B, G, m.micro_batch_size, m.beta, m.mu, m.loss_agg, m.scale_adv_by_std,
+        m.steps,
+        B,
+        G,
+        m.micro_batch_size,
+        m.beta,
+        m.mu,
+        m.loss_agg,
+        m.scale_adv_by_std,
     )
     last: dict[str, float] = {}
     step_times = []
     for step in tqdm(range(1, m.steps + 1), desc="grpo", disable=not engine.is_main, mininterval=2):
         t_step = time.perf_counter()
-        samples = stream.take(B)
+        samples = stream.take(B * world)[rank * B : (rank + 1) * B]  # every rank draws the same global batch
 
         # 1. Rollout: B prompts x G completions, one generate call.
         with timer.phase("rollout"):
             texts = [chat_text(processor, task.prompt(s, cfg.reward.think), len(s.images)) for s in samples]
             prompts = encode_prompts(processor, texts, [s.images for s in samples])
             with engine.generation() as policy:
-                ids, mask = generate(
-                    policy, tok, prompts, num_return_sequences=G, max_new_tokens=m.max_new_tokens,
+                ids, mask = sample(
+                    policy,
+                    tok,
+                    prompts,
+                    num_return_sequences=G,
+                    max_new_tokens=m.max_new_tokens,
                     temperature=m.temperature,
+                    min_new_tokens=m.min_new_tokens,
                 )  # [N, T], [N, T]
             completions = decode(tok, ids, mask)
 
@@ -116,13 +152,18 @@ def train(
         if ref is not None:
             with timer.phase("ref_logprobs"), torch.no_grad():
                 ref_logp = torch.cat(
-                    [completion_logprobs(ref, prompts, prompt_index[s], ids[s], mask[s], m.temperature) for s in micro]
+                    [
+                        logprobs(ref, prompts, prompt_index[s], ids[s], mask[s], m.temperature)
+                        for s in micro
+                    ]
                 )  # [N, T]
         if m.mu > 1:
             with timer.phase("old_logprobs"), torch.no_grad():
                 old_logp = torch.cat(
                     [
-                        completion_logprobs(engine.module, prompts, prompt_index[s], ids[s], mask[s], m.temperature)
+                        logprobs(
+                            engine.module, prompts, prompt_index[s], ids[s], mask[s], m.temperature
+                        )
                         for s in micro
                     ]
                 )  # [N, T]
@@ -133,7 +174,7 @@ def train(
             for _ in range(m.mu):
                 stats: dict[str, float] = defaultdict(float)
                 for s in micro:
-                    logp = completion_logprobs(
+                    logp = logprobs(
                         engine.module, prompts, prompt_index[s], ids[s], mask[s], m.temperature
                     )  # [M, T]
                     loss, mb_stats = grpo_loss(
@@ -200,8 +241,9 @@ def train(
             ]
             tracker.log_samples(step, rows, images=[samples[i // G].images[0] for i in range(N)])
         last = metrics
-    return {
+    stats = {
         "train/steps": float(m.steps),
         "train/final_reward_mean": last.get("rollout/reward_mean", float("nan")),
         "perf/mean_step_s": sum(step_times) / max(len(step_times), 1),
     }
+    return stats, engine

@@ -83,10 +83,24 @@ SPECIAL_TOKENS = (
 # model the performance issue benchmarks against TRL (text hidden 384, 6 layers; vision depth 4, embed 256).
 TINY_PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(
-        hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vision_depth=2, vision_embed=64, vision_heads=4
+        hidden=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        intermediate=128,
+        vision_depth=2,
+        vision_embed=64,
+        vision_heads=4,
     ),
     "tiny_20m": dict(
-        hidden=384, layers=6, heads=6, kv_heads=2, intermediate=1536, vision_depth=4, vision_embed=256, vision_heads=4
+        hidden=384,
+        layers=6,
+        heads=6,
+        kv_heads=2,
+        intermediate=1536,
+        vision_depth=4,
+        vision_embed=256,
+        vision_heads=4,
     ),
 }
 # Upper bound of the tiny BPE vocabulary; the model's vocab is the trained tokenizer's actual size.
@@ -203,7 +217,9 @@ def load_model(spec: ModelSpec) -> tuple[torch.nn.Module, Qwen2VLImageOnlyProces
         (model in train mode, processor whose tokenizer pads on the left).
     """
     if spec.trust_remote_code:
-        log.warning("!!! model.trust_remote_code=true: code shipped with %s will run on this machine !!!", spec.id)
+        log.warning(
+            "!!! model.trust_remote_code=true: code shipped with %s will run on this machine !!!", spec.id
+        )
     model_dir = resolve_model_dir(spec)
     check_architecture(model_dir, spec.trust_remote_code)
     processor = load_processor(model_dir, spec)
@@ -229,7 +245,13 @@ def _tokenizer_corpus() -> list[str]:
     from rft import tasks
 
     lines = list(tasks.vocabulary_corpus())
-    lines += ["<think> </think> <answer> </answer>", "user", "assistant", "system", "You are a helpful assistant."]
+    lines += [
+        "<think> </think> <answer> </answer>",
+        "user",
+        "assistant",
+        "system",
+        "You are a helpful assistant.",
+    ]
     return lines
 
 

@@ -11,6 +11,7 @@ plus one row appended to the shared results CSV.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,10 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rft import evaluate, grpo, models, sft
+from rft import distributed, evaluate, grpo, models, sft
 from rft.config import RFTConfig, RunConfig, SFTConfig, validate
+from rft.datasets import verify_images
 from rft.tasks import apply_budget, build_task
-from rft.tracking import Tracker, append_result_row, atomic_write_json, atomic_write_text, git_commit, package_versions
+from rft.tracking import (
+    Tracker,
+    append_result_row,
+    atomic_write_json,
+    atomic_write_text,
+    git_commit,
+    package_versions,
+)
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,27 +71,34 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
         config_yaml: The resolved config as YAML, saved beside the results.
     """
     t0 = time.time()
-    validate(cfg)
+    world, is_main = distributed.world_size(), distributed.rank() == 0
+    validate(cfg, world)
+    if world > 1:
+        distributed.install_rank_logging()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
 
     # Data and budget: reject bad input before anything heavy.
-    task = build_task(
-        cfg.task.name, data_seed=cfg.task.data_seed, image_size=cfg.task.image_size,
-        train_size=cfg.task.train_size, test_size=cfg.task.test_size,
-    )
-    train_set = [] if cfg.method.name == "zeroshot" else apply_budget(
-        task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed
+    task = build_task(cfg.task, seed=cfg.seed, splits=("train", cfg.eval.split))
+    train_set = (
+        []
+        if cfg.method.name == "zeroshot"
+        else apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed)
     )
     eval_set = task.split(cfg.eval.split)
     eval_set = eval_set[: cfg.eval.limit] if cfg.eval.limit else eval_set
+    verify_images(train_set + eval_set)  # a truncated image fails here, not hours into training
+    distributed.init(cfg.dist.backend)
     model, processor = models.load_model(model_spec(cfg))
-    log.info("task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set))
+    log.info(
+        "task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set)
+    )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config_yaml:
-        atomic_write_text(run_dir / "config.yaml", config_yaml)
+    if is_main:  # one run, one output directory: rank 0 alone writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if config_yaml:
+            atomic_write_text(run_dir / "config.yaml", config_yaml)
     record: dict[str, object] = {
         "run_id": run_dir.name,
         "status": "running",
@@ -94,29 +110,51 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
         "loss_agg": cfg.method.loss_agg if isinstance(cfg.method, RFTConfig) else "",
         "group_size": cfg.method.group_size if isinstance(cfg.method, RFTConfig) else "",
         "max_new_tokens": cfg.method.max_new_tokens,
+        "dist": cfg.dist.name,
+        "world_size": world,
         "run_dir": str(run_dir),
         "git_commit": git_commit(REPO_ROOT),
     }
     tracker = Tracker(
-        run_dir, enabled=True, backend=cfg.logger.backend, project=cfg.logger.project, entity=cfg.logger.entity,
-        group=cfg.logger.group, name=cfg.name, tags=list(cfg.logger.tags), mode=cfg.logger.mode,
-        config=dataclasses.asdict(cfg), axes=axes(cfg),
+        run_dir,
+        enabled=is_main,
+        backend=cfg.logger.backend,
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=cfg.logger.group,
+        name=cfg.name,
+        tags=list(cfg.logger.tags),
+        mode=cfg.logger.mode,
+        config=dataclasses.asdict(cfg),
+        axes=axes(cfg),
     )
     try:
         train_stats: dict[str, float] = {}
+        generation = contextlib.nullcontext  # zero-shot: the untouched model
         t_train = time.time()
-        if isinstance(cfg.method, RFTConfig):
-            train_stats = grpo.train(cfg, task, train_set, model, processor, tracker)
-        elif isinstance(cfg.method, SFTConfig):
-            train_stats = sft.train(cfg, task, train_set, model, processor, tracker)
+        if isinstance(cfg.method, RFTConfig | SFTConfig):
+            loop = grpo if isinstance(cfg.method, RFTConfig) else sft
+            train_stats, engine = loop.train(cfg, task, train_set, model, processor, tracker)
+            generation = engine.generation  # ZeRO-3: weights gathered once for the whole evaluation
         train_s = time.time() - t_train
         t_eval = time.time()
-        metrics, predictions = evaluate.evaluate(
-            model, processor, task, eval_set, think=cfg.reward.think, max_new_tokens=cfg.method.max_new_tokens,
-            batch_size=cfg.eval.batch_size,
-        )
+        with generation():
+            _, shard = evaluate.evaluate(
+                model,
+                processor,
+                task,
+                eval_set[distributed.rank() :: world],
+                think=cfg.reward.think,
+                max_new_tokens=cfg.method.max_new_tokens,
+                batch_size=cfg.eval.batch_size,
+            )
+        predictions = distributed.gather_rows(shard)
+        metrics = evaluate.summarize(predictions)
         eval_s = time.time() - t_eval
-        atomic_write_text(run_dir / "eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in predictions))
+        if is_main:
+            atomic_write_text(
+                run_dir / "eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in predictions)
+            )
         record.update(status="finished", **metrics, **train_stats, train_s=train_s, eval_s=eval_s)
     except Exception as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
@@ -126,8 +164,9 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
             wall_s=round(time.time() - t0, 2),
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        atomic_write_json(run_dir / "results.json", {**record, "versions": package_versions()})
-        append_result_row(Path(cfg.results_csv), record)
+        if is_main:
+            atomic_write_json(run_dir / "results.json", {**record, "versions": package_versions()})
+            append_result_row(Path(cfg.results_csv), record)
         tracker.summary({k: v for k, v in record.items() if isinstance(v, int | float | str)})
         tracker.finish()
     return record

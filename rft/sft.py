@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 
 import torch
 from tqdm import tqdm
 
+from rft import distributed
 from rft.config import RunConfig
-from rft.engine import TorchEngine, warmup_cosine
+from rft.engine import make_engine, warmup_cosine
 from rft.losses import sft_loss
 from rft.rollout import chat_text, completion_logprobs, encode_prompts
-from rft.tasks import Sample, Task
+from rft.tasks import PromptStream, Sample, Task
 from rft.tracking import PhaseTimer, Tracker
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,10 @@ def sft_target(sample: Sample) -> str:
 
 def encode_targets(tokenizer, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded target ids [M, T] and mask [M, T]; each target ends with the end-of-turn token."""
-    rows = [tokenizer(sft_target(s), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for s in samples]
+    rows = [
+        tokenizer(sft_target(s), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        for s in samples
+    ]
     T = max(len(r) for r in rows)
     ids = torch.full((len(rows), T), tokenizer.pad_token_id, dtype=torch.long)  # [M, T]
     mask = torch.zeros((len(rows), T), dtype=torch.long)  # [M, T]
@@ -47,62 +50,71 @@ def encode_targets(tokenizer, samples: list[Sample]) -> tuple[torch.Tensor, torc
 
 def train(
     cfg: RunConfig, task: Task, train_set: list[Sample], model, processor, tracker: Tracker
-) -> dict[str, float]:
-    """Fine-tune `model` in place on `train_set`. Returns final training stats."""
+) -> tuple[dict[str, float], object]:
+    """Fine-tune `model` in place on `train_set`. Returns (final training stats, the engine)."""
     m = cfg.method
     tok = processor.tokenizer
-    steps_per_epoch = math.ceil(len(train_set) / m.batch_size)
-    total_steps = steps_per_epoch * m.epochs
-    engine = TorchEngine(
-        model, lr=m.lr, weight_decay=m.weight_decay, max_grad_norm=m.max_grad_norm,
+    total_steps = math.ceil(len(train_set) * m.epochs / m.batch_size)
+    world, rank = distributed.world_size(), distributed.rank()
+    per_rank = m.batch_size // world  # this rank's share of each global batch
+    engine = make_engine(
+        cfg.dist,
+        model,
+        lr=m.lr,
+        weight_decay=m.weight_decay,
+        max_grad_norm=m.max_grad_norm,
         lr_factor=warmup_cosine(int(m.warmup_ratio * total_steps), total_steps),
+        micro_batch_size=m.micro_batch_size,
+        grad_accum_steps=per_rank // m.micro_batch_size,
+        dtype=cfg.model.dtype,
     )
     timer = PhaseTimer()
-    log.info("SFT: %d epochs x %d steps, batch %d, micro-batch %d", m.epochs, steps_per_epoch, m.batch_size,
-             m.micro_batch_size)
-    step, loss_value = 0, float("nan")
-    bar = tqdm(total=total_steps, desc="sft", disable=not engine.is_main, mininterval=2)
-    for epoch in range(m.epochs):
-        order = list(range(len(train_set)))
-        random.Random(f"sft-{cfg.seed}-{epoch}").shuffle(order)
-        for start in range(0, len(order), m.batch_size):
-            t_step = time.perf_counter()
-            batch = [train_set[i] for i in order[start : start + m.batch_size]]
-            step += 1
+    log.info(
+        "SFT: %d epochs = %d steps, batch %d, micro-batch %d",
+        m.epochs,
+        total_steps,
+        m.batch_size,
+        m.micro_batch_size,
+    )
+    stream = PromptStream(train_set, seed=cfg.seed)
+    loss_value = float("nan")
+    for step in tqdm(range(1, total_steps + 1), desc="sft", disable=not engine.is_main, mininterval=2):
+        t_step = time.perf_counter()
+        # Every step is a full global batch (the stream wraps into the next epoch's permutation), split by rank.
+        batch = stream.take(m.batch_size)[rank * per_rank : (rank + 1) * per_rank]
 
-            # 1. Encode prompts and targets.
-            with timer.phase("encode"):
-                texts = [chat_text(processor, task.prompt(s, cfg.reward.think), len(s.images)) for s in batch]
-                prompts = encode_prompts(processor, texts, [s.images for s in batch])
-                ids, mask = encode_targets(tok, batch)  # [M, T], [M, T]
-                num_tokens = int(mask.sum())
+        # 1. Encode prompts and targets.
+        with timer.phase("encode"):
+            texts = [chat_text(processor, task.prompt(s, cfg.reward.think), len(s.images)) for s in batch]
+            prompts = encode_prompts(processor, texts, [s.images for s in batch])
+            ids, mask = encode_targets(tok, batch)  # [M, T], [M, T]
+            num_tokens = int(mask.sum())
 
-            # 2. Forward/backward per micro-batch.
-            with timer.phase("update"):
-                loss_value = 0.0
-                for i in range(0, len(batch), m.micro_batch_size):
-                    s = slice(i, i + m.micro_batch_size)
-                    index = torch.arange(len(batch))[s]
-                    logp = completion_logprobs(engine.module, prompts, index, ids[s], mask[s])  # [m, T]
-                    loss = sft_loss(logp, mask[s], num_tokens)
-                    if not math.isfinite(loss.item()):
-                        raise FloatingPointError(f"non-finite SFT loss at step {step}; lower method.lr")
-                    engine.backward(loss)
-                    loss_value += loss.item()
-                # 3. Optimizer step.
-                grad_norm = engine.step()
+        # 2. Forward/backward per micro-batch.
+        with timer.phase("update"):
+            loss_value = 0.0
+            for i in range(0, len(batch), m.micro_batch_size):
+                s = slice(i, i + m.micro_batch_size)
+                index = torch.arange(len(batch))[s]
+                logp = completion_logprobs(engine.module, prompts, index, ids[s], mask[s])  # [m, T]
+                loss = sft_loss(logp, mask[s], num_tokens)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"non-finite SFT loss at step {step}; lower method.lr")
+                engine.backward(loss)
+                loss_value += loss.item()
+            # 3. Optimizer step.
+            grad_norm = engine.step()
 
-            # 4. Log.
-            metrics = {
-                "train/loss": loss_value,
-                "train/grad_norm": grad_norm,
-                "train/lr": engine.lr,
-                "train/epoch": epoch,
-                "train/target_tokens": num_tokens,
-                **timer.pop(),
-                "perf/step_s": time.perf_counter() - t_step,
-            }
-            tracker.log(step, metrics)
-            bar.update(1)
-    bar.close()
-    return {"train/steps": float(step), "train/final_loss": loss_value}
+        # 4. Log.
+        metrics = {
+            "train/loss": loss_value,
+            "train/grad_norm": grad_norm,
+            "train/lr": engine.lr,
+            "train/epoch": stream.epoch,
+            "train/target_tokens": num_tokens,
+            **timer.pop(),
+            "perf/step_s": time.perf_counter() - t_step,
+        }
+        tracker.log(step, metrics)
+    step = total_steps
+    return {"train/steps": float(step), "train/final_loss": loss_value}, engine

@@ -19,10 +19,14 @@ import random
 import string
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw
 
 from rft.rewards import normalize_answer
+
+if TYPE_CHECKING:
+    from rft.config import TaskConfig
 
 # Bump when the synthetic renderers or prompts change: it is part of the tiny tokenizer's cache key.
 CORPUS_VERSION = 1
@@ -36,7 +40,9 @@ NOTHINK_INSTRUCTION = (
     "Output the final answer in <answer> </answer> tags."
     "The output answer format should be as follows:\n<answer>{slot}</answer>\nPlease strictly follow the format."
 )
-MC_THINK_INSTRUCTION = "Output the thinking process in <think> </think> and final answer (option) in <answer> </answer> tags."
+MC_THINK_INSTRUCTION = (
+    "Output the thinking process in <think> </think> and final answer (option) in <answer> </answer> tags."
+)
 MC_NOTHINK_INSTRUCTION = "Output the final answer (option) in <answer> </answer> tags."
 
 
@@ -46,7 +52,8 @@ class Sample:
 
     Attributes:
         uid: Stable id, unique within the task.
-        images: The image(s) shown before the question.
+        images: The image(s) shown before the question: PIL images, or rft.datasets.LazyImage objects that
+            decode on `.convert(mode)` (real datasets, too large to hold decoded).
         question: The task's question text, without the output-format instruction.
         answer: Canonical ground truth: a class name, or the text of the correct option.
         options: Multiple-choice options in display order (already shuffled); empty for open answers.
@@ -243,7 +250,9 @@ def make_fgvc_synth(train_per_class: int, test_per_class: int, data_seed: int, i
             for i in range(per_class):
                 rng = random.Random(f"fgvc_synth-{data_seed}-{split}-{label}-{i}")
                 img = render_glyph(label, rng, image_size)
-                rows.append(Sample(uid=f"{split}-{label}-{i}", images=(img,), question="", answer=label, label=label))
+                rows.append(
+                    Sample(uid=f"{split}-{label}-{i}", images=(img,), question="", answer=label, label=label)
+                )
         splits[split] = rows
     return Task(
         name="fgvc_synth",
@@ -281,7 +290,9 @@ def _spatial_row(rng: random.Random, size: int, uid: str) -> Sample:
     (ca, sa), (cb, sb) = names
     relation = "to the left or to the right of" if qtype == "left_right" else "above or below"
     question = f"Is the {ca} {sa} {relation} the {cb} {sb}?"
-    return Sample(uid=uid, images=(img,), question=question, answer=answer, options=tuple(options), qtype=qtype)
+    return Sample(
+        uid=uid, images=(img,), question=question, answer=answer, options=tuple(options), qtype=qtype
+    )
 
 
 def make_sat_synth(train_size: int, test_size: int, data_seed: int, image_size: int) -> Task:
@@ -312,20 +323,44 @@ def vocabulary_corpus() -> list[str]:
 
 
 # Task name -> kind, known before any data is rendered or read (used by config validation).
-TASK_KINDS = {"fgvc_synth": "classification", "sat_synth": "multiple_choice"}
+TASK_KINDS = {
+    "fgvc_synth": "classification",
+    "sat_synth": "multiple_choice",
+    "fgvc": "classification",
+    "sat": "multiple_choice",
+    "banner": "multiple_choice",
+    "banner_synth": "multiple_choice",
+}
 
 
-def build_task(name: str, *, data_seed: int, image_size: int, train_size: int, test_size: int) -> Task:
-    """Build a task by name. For classification tasks the sizes are per class.
+def build_task(
+    cfg: TaskConfig | str, *, seed: int = 0, splits: tuple[str, ...] = ("train", "test"), **fields: object
+) -> Task:
+    """Build the task `cfg.name`. For synthetic classification tasks the sizes are per class.
+
+    Args:
+        cfg: The task config, or a task name plus TaskConfig `fields` (`build_task("fgvc_synth", train_size=6)`).
+        seed: The run seed; real multiple-choice tasks shuffle their options with it (per question uid).
+        splits: The splits a real dataset loads ("train" is the pool of `cfg.train_split`); synthetic tasks
+            always render train and test.
 
     Raises:
         ValueError: unknown task name (lists the known ones).
+        rft.datasets.DataError: missing or malformed data, with the file or field and the fix.
     """
-    if name == "fgvc_synth":
-        return make_fgvc_synth(train_size, test_size, data_seed, image_size)
-    if name == "sat_synth":
-        return make_sat_synth(train_size, test_size, data_seed, image_size)
-    raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASK_KINDS)}")
+    if isinstance(cfg, str):
+        from rft.config import TaskConfig
+
+        cfg = TaskConfig(name=cfg, **fields)
+    if cfg.name == "fgvc_synth":
+        return make_fgvc_synth(cfg.train_size, cfg.test_size, cfg.data_seed, cfg.image_size)
+    if cfg.name == "sat_synth":
+        return make_sat_synth(cfg.train_size, cfg.test_size, cfg.data_seed, cfg.image_size)
+    if cfg.name in TASK_KINDS:
+        from rft.datasets import build_dataset_task  # imports this module
+
+        return build_dataset_task(cfg, seed=seed, splits=splits)
+    raise ValueError(f"unknown task {cfg.name!r}; known tasks: {sorted(TASK_KINDS)}")
 
 
 class PromptStream:
@@ -336,7 +371,9 @@ class PromptStream:
 
     def __init__(self, samples: list[Sample], seed: int):
         if not samples:
-            raise BudgetError("the training set is empty; check task.* and budget.* (budget.size must be > 0)")
+            raise BudgetError(
+                "the training set is empty; check task.* and budget.* (budget.size must be > 0)"
+            )
         self.samples = samples
         self.seed = seed
         self.epoch = 0

@@ -377,6 +377,7 @@ class Tracker:
         self.enabled = enabled
         self._run: Any = None
         self._wandb: Any = None
+        self._wandb_dir: Path | None = None
         if not enabled:
             return
         wandb_mode = resolve_wandb_mode(mode) if backend == "wandb" else "disabled"
@@ -399,6 +400,7 @@ class Tracker:
             mode=wandb_mode,
             reinit="finish_previous",
         )
+        self._wandb_dir = Path(self._run.settings.sync_dir)
         if wandb_mode == "offline":
             log.info("W&B is offline; upload later with: wandb sync %s", self.wandb_dir)
 
@@ -409,8 +411,11 @@ class Tracker:
 
     @property
     def wandb_dir(self) -> Path | None:
-        """The W&B run folder (``run_dir/wandb/offline-run-*`` or ``run-*``); None without an active run."""
-        return Path(self._run.settings.sync_dir) if self._run is not None else None
+        """The W&B run folder (``run_dir/wandb/offline-run-*`` or ``run-*``), kept after :meth:`finish`.
+
+        None when W&B is not used (backend ``"none"``, mode ``"disabled"`` or ``enabled=False``).
+        """
+        return self._wandb_dir
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         """Append ``{"step": step, **metrics}`` to metrics.jsonl (flushed) and log ``metrics`` to W&B.
@@ -444,7 +449,8 @@ class Tracker:
         Args:
             step: Training step.
             rows: One dict per completion.
-            images: PIL images, one per row (the same image may repeat across a prompt's group).
+            images: PIL images, one per row (the same image may repeat across a prompt's group; None for a
+                row without one).
 
         Raises:
             ValueError: If ``images`` is given with a length other than ``len(rows)``.
@@ -456,7 +462,7 @@ class Tracker:
         rows = redact(rows)
         text = "".join(_dumps(row) + "\n" for row in rows)
         atomic_write_text(self.run_dir / "samples" / f"step_{step:06d}.jsonl", text)
-        if self._run is None:
+        if self._run is None or not rows:
             return
         columns = list(dict.fromkeys(key for row in rows for key in row))
         data = [[_table_cell(row.get(key)) for key in columns] for row in rows]
@@ -464,7 +470,7 @@ class Tracker:
             wandb_images: dict[int, Any] = {}  # one wandb.Image per distinct image: a group shares one PNG
             for cells, image in zip(data, images, strict=True):
                 if id(image) not in wandb_images:
-                    wandb_images[id(image)] = self._wandb.Image(image)
+                    wandb_images[id(image)] = None if image is None else self._wandb.Image(image)
                 cells.append(wandb_images[id(image)])
             columns.append("image")
         table = self._wandb.Table(columns=columns, data=data, allow_mixed_types=True)
@@ -478,7 +484,12 @@ class Tracker:
             self._run.summary[key] = _scalar(value)
 
     def finish(self, exit_code: int = 0) -> None:
-        """Finish the W&B run if one is active; later calls do nothing.
+        """Finish the W&B run if one is active and wait until W&B has written it out; later calls do nothing.
+
+        In wandb 0.31 ``run.finish()`` can return before the offline log ``run-<id>.wandb`` is flushed (it
+        sometimes holds only its 7-byte header for a few milliseconds after), so ``wandb sync`` or a copy
+        made right away could miss data. ``wandb.teardown()`` waits for the W&B service to drain and stop;
+        the next run starts a fresh one (about 0.5 s). It also finishes any other W&B run in this process.
 
         Args:
             exit_code: Non-zero marks the W&B run as failed.
@@ -486,6 +497,7 @@ class Tracker:
         if self._run is not None:
             run, self._run = self._run, None
             run.finish(exit_code=exit_code)
+            self._wandb.teardown(exit_code=exit_code)
 
     def __enter__(self) -> Self:
         return self

@@ -1,0 +1,164 @@
+"""Config tier: every config, experiment and sweep composes into a typed RunConfig; bad input fails clearly.
+
+python -m pytest -q tests/test_config.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from experiments.schemas import to_run_config
+from rft.config import ConfigError, RFTConfig, RunConfig, SFTConfig, ZeroShotConfig, validate
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+GROUPS = ["task", "method", "model", "reward", "budget", "logger", "dist", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def typed(overrides: list[str], config_dir: Path = CONF, config_name: str = "config") -> RunConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    return to_run_config(cfg)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(group, option):
+    cfg = typed([f"{group}={option}"])
+    assert isinstance(cfg, RunConfig)
+
+
+def test_default_is_the_tiny_grpo_demo():
+    cfg = typed([])
+    assert isinstance(cfg.method, RFTConfig) and cfg.model.id == "tiny" and cfg.task.name == "sat_synth"
+    assert cfg.logger.backend == "wandb"
+
+
+@pytest.mark.parametrize(
+    "method,cls",
+    [("rft", RFTConfig), ("sft", SFTConfig), ("zeroshot", ZeroShotConfig), ("rft_tiny", RFTConfig)],
+)
+def test_method_option_picks_its_schema(method, cls):
+    assert type(typed([f"method={method}"]).method) is cls
+
+
+def test_paper_defaults_follow_study_md():
+    m = typed(["method=rft"]).method
+    assert (m.group_size, m.lr, m.beta, m.mu, m.temperature, m.max_new_tokens) == (8, 1e-6, 0.04, 1, 1.0, 256)
+    assert m.loss_agg == "seq-mean-token-mean" and m.scale_adv_by_std and m.adv_eps == 1e-4
+    qwen = typed(["model=qwen2vl_2b"]).model
+    assert (qwen.min_pixels, qwen.max_pixels, qwen.trust_remote_code) == (3136, 401408, False)
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml")))
+def test_every_sweep_composes(sweep):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "sweeps")):
+        cfg = compose(
+            config_name=sweep, overrides=[f"hydra.searchpath=[file://{CONF}]"], return_hydra_config=True
+        )
+    params = cfg.hydra.sweeper.params
+    assert params, "a sweep must vary at least one axis"
+    # Every point of the sweep is a valid config too.
+    grid = [[f"{k}={v}" for v in str(vals).split(",")] for k, vals in params.items()]
+    import itertools
+
+    for point in itertools.product(*grid):
+        with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "sweeps")):
+            c = compose(config_name=sweep, overrides=[f"hydra.searchpath=[file://{CONF}]", *point])
+        validate(to_run_config(c))
+
+
+@pytest.mark.parametrize(
+    "override,exc,needle",
+    [
+        ("method.lrr=1", ConfigCompositionException, "lrr"),
+        ("+method.lrr=1", ConfigError, "unknown key method.lrr"),
+        ("method.lr=fast", ConfigCompositionException, "lr"),
+        ("task=nosuchtask", ConfigCompositionException, "nosuchtask"),
+        ("model=nosuchmodel", ConfigCompositionException, "nosuchmodel"),
+        ("reward=nosuchreward", ConfigCompositionException, "nosuchreward"),
+        ("method=nosuchmethod", ConfigCompositionException, "nosuchmethod"),
+    ],
+)
+def test_typos_fail_at_compose_time_naming_the_key(override, exc, needle):
+    with pytest.raises(exc) as err:
+        typed([override])
+    text = str(err.value) + str(err.value.__cause__ or "")
+    assert needle in text
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (
+            ["method.group_size=1", "method.rollout_batch_size=4", "method.micro_batch_size=4"],
+            "group_size (G) must be >= 2",
+        ),
+        (["method.rollout_batch_size=10", "method.group_size=4"], "divisible by method.group_size"),
+        (["method.micro_batch_size=3"], "must divide method.rollout_batch_size"),
+        (["method.mu=0"], "mu (updates per rollout) must be >= 1"),
+        (["method.lr=0"], "method.lr must be > 0"),
+        (["method.beta=-0.1"], "beta (KL coefficient) must be >= 0"),
+        (["method.max_new_tokens=0"], "max_new_tokens must be > 0"),
+        (["method.loss_agg=mean"], "loss_agg='mean' is not one of"),
+        (["reward.terms=[]"], "empty terms list"),
+        (["reward.terms=[{fn: accuracyy, weight: 1}]"], "unknown reward function 'accuracyy'"),
+        (["reward=nothink", "reward.terms=[{fn: length_budget, weight: 1}]"], "set think=true"),
+        (["budget.kind=some"], "budget.kind='some'"),
+        (["model.dtype=float8"], "model.dtype='float8'"),
+    ],
+)
+def test_cross_field_rules_fail_with_a_fix(overrides, needle):
+    with pytest.raises((ConfigError, ValidationError, ConfigCompositionException)) as err:
+        validate(typed(overrides))
+    text = str(err.value) + str(err.value.__cause__ or "")
+    assert needle in text
+
+
+def test_shot_budget_on_a_multiple_choice_task_is_rejected():
+    with pytest.raises(ConfigError, match="use budget=samples"):
+        validate(typed(["task=sat_synth", "budget=shots"]))
+
+
+def test_length_target_beyond_completion_budget_is_rejected():
+    with pytest.raises(ConfigError, match="exceeds method.max_new_tokens"):
+        validate(typed(["reward=length_norm", "reward.length_target=1000", "method.max_new_tokens=24"]))
+
+
+def test_entrypoint_reports_config_errors_before_loading_anything(tmp_path):
+    """The CLI exits non-zero with the message, and writes no results row."""
+    csv = tmp_path / "results.csv"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "experiments/run.py"),
+            "method.group_size=1",
+            "method.micro_batch_size=4",
+            "method.rollout_batch_size=4",
+            f"results_csv={csv}",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "group_size (G) must be >= 2" in proc.stderr + proc.stdout
+    assert not csv.exists()
+
+
+def test_unknown_key_error_names_the_key():
+    with pytest.raises(ConfigCompositionException) as err:
+        typed(["task.trian_size=3"])
+    assert "trian_size" in str(err.value) + str(err.value.__cause__)
+    assert isinstance(err.value.__cause__, ConfigKeyError | Exception)
