@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 export DS_BUILD_OPS ?= 0
 
-.PHONY: help venv demo test test-fast lint format sweep-tiny report data-fgvc data-sat clean
+.PHONY: help venv demo test test-fast lint format sweep-tiny report data-fgvc data-sat bench-dist clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ data-fgvc: venv  ## download, verify and unpack FGVC-Aircraft 2013b (2.75 GB) in
 
 data-sat: venv  ## download the array/SAT parquet files (train, val, test) into data/SAT/ (needs network)
 	HF_HUB_OFFLINE=0 $(PY) experiments/data.py sat --dest data/
+
+bench-dist: venv  ## per-rank peak RSS and GRPO step time, tiny_20m, none vs ZeRO-2 vs ZeRO-3 (2 CPU ranks)
+	$(PY) experiments/bench_dist.py
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf outputs/runs outputs/multirun outputs/results.csv

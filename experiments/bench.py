@@ -56,8 +56,16 @@ LR = 1e-5
 def model_spec(cache: Path, preset: str = "tiny_20m") -> models.ModelSpec:
     folder = models.build_tiny_model(preset, 0, cache)
     return models.ModelSpec(
-        id=preset, path=str(folder), builtin=True, seed=0, dtype="float32", attn_implementation="sdpa",
-        min_pixels=28 * 28, max_pixels=401408, trust_remote_code=False, cache_dir=str(cache),
+        id=preset,
+        path=str(folder),
+        builtin=True,
+        seed=0,
+        dtype="float32",
+        attn_implementation="sdpa",
+        min_pixels=28 * 28,
+        max_pixels=401408,
+        trust_remote_code=False,
+        cache_dir=str(cache),
     )
 
 
@@ -75,11 +83,23 @@ def encoded_prompt(processor, task: tasks.Task, sample: tasks.Sample) -> rollout
 def run_config(G: int, T: int, steps: int, **method) -> RunConfig:
     """Our GRPO config of the benchmark: B=1 prompt x G, T tokens exactly, beta=0, mu=1, one micro-batch."""
     m = RFTConfig(
-        steps=steps, rollout_batch_size=G, group_size=G, micro_batch_size=G, lr=LR, beta=0.0, mu=1,
-        max_new_tokens=T, min_new_tokens=T, samples_every=10**6, **method,
+        steps=steps,
+        rollout_batch_size=G,
+        group_size=G,
+        micro_batch_size=G,
+        lr=LR,
+        beta=0.0,
+        mu=1,
+        max_new_tokens=T,
+        min_new_tokens=T,
+        samples_every=10**6,
+        **method,
     )
     return RunConfig(
-        task=TaskConfig(name="sat_synth"), method=m, model=ModelConfig(), reward=RewardConfig(),
+        task=TaskConfig(name="sat_synth"),
+        method=m,
+        model=ModelConfig(),
+        reward=RewardConfig(),
         logger=LoggerConfig(backend="none"),
     )
 
@@ -108,9 +128,9 @@ class StepLog:
 def make_trl(model, processor, task, sample, G: int, T: int, out_dir: str):
     """A GRPOTrainer on one repeated sat_synth row, configured like ours (returns trainer, per-step clock)."""
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import GRPOConfig, GRPOTrainer
 
     class Clock(TrainerCallback):
         def __init__(self):
@@ -132,16 +152,35 @@ def make_trl(model, processor, task, sample, G: int, T: int, out_dir: str):
 
     row = {"prompt": [{"role": "user", "content": task.prompt(sample, True)}], "image": sample.images[0]}
     cfg = GRPOConfig(
-        output_dir=out_dir, use_cpu=True, bf16=False, per_device_train_batch_size=G, num_generations=G,
-        max_completion_length=T, generation_kwargs={"min_new_tokens": T}, learning_rate=LR, beta=0.0,
-        temperature=1.0, loss_type="grpo", lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0,
-        logging_steps=10**6, report_to="none", save_strategy="no", max_steps=1, log_completions=False,
+        output_dir=out_dir,
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=G,
+        num_generations=G,
+        max_completion_length=T,
+        generation_kwargs={"min_new_tokens": T},
+        learning_rate=LR,
+        beta=0.0,
+        temperature=1.0,
+        loss_type="grpo",
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=1.0,
+        logging_steps=10**6,
+        report_to="none",
+        save_strategy="no",
+        max_steps=1,
+        log_completions=False,
         dataloader_num_workers=0,
     )
     clock = Clock()
     trainer = GRPOTrainer(
-        model=model, reward_funcs=[reward_accuracy, reward_format], args=cfg,
-        train_dataset=Dataset.from_list([row] * 64), processing_class=processor, callbacks=[clock],
+        model=model,
+        reward_funcs=[reward_accuracy, reward_format],
+        args=cfg,
+        train_dataset=Dataset.from_list([row] * 64),
+        processing_class=processor,
+        callbacks=[clock],
     )
     trainer.remove_callback(ProgressCallback)  # no per-call progress bars or end-of-train log lines
     trainer.remove_callback(PrinterCallback)
@@ -187,11 +226,21 @@ def naive_logprobs(model, prompts, prompt_index, ids, mask, keep_all_logits: boo
 def hf_generate(model, tok, prompts, G, T, cache_implementation=None):
     with torch.no_grad():
         return model.generate(
-            input_ids=prompts.input_ids, attention_mask=prompts.attention_mask,
-            mm_token_type_ids=prompts.mm_token_type_ids, pixel_values=prompts.pixel_values,
-            image_grid_thw=prompts.image_grid_thw, do_sample=True, temperature=1.0, top_p=None, top_k=None,
-            num_return_sequences=G, max_new_tokens=T, min_new_tokens=T, pad_token_id=tok.pad_token_id,
-            suppress_tokens=rollout.suppressed_token_ids(tok), cache_implementation=cache_implementation,
+            input_ids=prompts.input_ids,
+            attention_mask=prompts.attention_mask,
+            mm_token_type_ids=prompts.mm_token_type_ids,
+            pixel_values=prompts.pixel_values,
+            image_grid_thw=prompts.image_grid_thw,
+            do_sample=True,
+            temperature=1.0,
+            top_p=None,
+            top_k=None,
+            num_return_sequences=G,
+            max_new_tokens=T,
+            min_new_tokens=T,
+            pad_token_id=tok.pad_token_id,
+            suppress_tokens=rollout.suppressed_token_ids(tok),
+            cache_implementation=cache_implementation,
         )
 
 
@@ -258,9 +307,16 @@ def head_to_head(spec, G: int, T: int, image: int, warmup: int, rounds: int, k: 
     measured = logger.metrics[warmup:]
     phases = sorted({key for m in measured for key in m if key.startswith("timing/")})
     result = {
-        "preset": spec.id, "G": G, "T": T, "image": image, "P": prompts.input_ids.shape[1], "steps_each": len(measured),
-        "ours_s": med([m["perf/step_s"] for m in measured]), "trl_s": med(trl_times),
-        "ours_all": [round(m["perf/step_s"], 3) for m in measured], "trl_all": [round(t, 3) for t in trl_times],
+        "preset": spec.id,
+        "G": G,
+        "T": T,
+        "image": image,
+        "P": prompts.input_ids.shape[1],
+        "steps_each": len(measured),
+        "ours_s": med([m["perf/step_s"] for m in measured]),
+        "trl_s": med(trl_times),
+        "ours_all": [round(m["perf/step_s"], 3) for m in measured],
+        "trl_all": [round(t, 3) for t in trl_times],
         "phases": {p: med([m.get(p, 0.0) for m in measured]) for p in phases},
         "completion_tokens": med([m["rollout/completion_tokens"] for m in measured]),
     }
@@ -271,17 +327,21 @@ def head_to_head(spec, G: int, T: int, image: int, warmup: int, rounds: int, k: 
 
 
 def print_head_to_head(r: dict) -> None:
-    print(f"\nGRPO step, {r['preset']}, 1 prompt x G={r['G']} x {r['T']} new tokens (min=max), {r['image']}x{r['image']} "
-          f"image, prompt {r['P']} tokens, beta=0, fp32, {torch.get_num_threads()} threads; "
-          f"{r['steps_each']} measured steps each, interleaved")
+    print(
+        f"\nGRPO step, {r['preset']}, 1 prompt x G={r['G']} x {r['T']} new tokens (min=max), {r['image']}x{r['image']} "
+        f"image, prompt {r['P']} tokens, beta=0, fp32, {torch.get_num_threads()} threads; "
+        f"{r['steps_each']} measured steps each, interleaved"
+    )
     print(f"  ours  median {r['ours_s']:.3f} s/step   {r['ours_all']}")
     print(f"  TRL   median {r['trl_s']:.3f} s/step   {r['trl_all']}")
     print(f"  ratio ours/TRL = {r['ours_s'] / r['trl_s']:.3f}")
     print("  our phases (median s): " + ", ".join(f"{k[7:-2]} {v:.3f}" for k, v in r["phases"].items()))
     if "floor_generate_s" in r:
         fl = r["floor_generate_s"] + r["floor_update_s"]
-        print(f"  naive floor {fl:.3f} s = HF generate {r['floor_generate_s']:.3f} + naive fwd+bwd+AdamW "
-              f"{r['floor_update_s']:.3f}   (ours/floor = {r['ours_s'] / fl:.3f})")
+        print(
+            f"  naive floor {fl:.3f} s = HF generate {r['floor_generate_s']:.3f} + naive fwd+bwd+AdamW "
+            f"{r['floor_update_s']:.3f}   (ours/floor = {r['ours_s'] / fl:.3f})"
+        )
     print(f"  completion tokens per row (ours, median): {r['completion_tokens']:.0f}")
 
 
@@ -295,7 +355,7 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
 
     def report(title: str, cases: dict) -> dict[str, float]:
         times = {name: [] for name in cases}
-        for name, fn in cases.items():  # warm-up
+        for fn in cases.values():  # warm-up
             fn()
         for _ in range(reps):
             for name, fn in cases.items():
@@ -309,15 +369,27 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
 
     model.eval()
     torch.manual_seed(0)
-    report(f"rollout: {G} x {T} tokens, min_new_tokens = max", {
-        "HF generate (dynamic cache)": lambda: hf_generate(model, tok, prompts, G, T),
-        "HF generate, cache_implementation=static": lambda: hf_generate(model, tok, prompts, G, T, "static"),
-        "lean decode (rft.decode)": lambda: lean_generate(
-            model, tok, prompts, num_return_sequences=G, max_new_tokens=T, temperature=1.0, min_new_tokens=T
-        ),
-    })
-    ids, mask = lean_generate(model, tok, prompts, num_return_sequences=G, max_new_tokens=T, temperature=1.0,
-                              min_new_tokens=T)
+    report(
+        f"rollout: {G} x {T} tokens, min_new_tokens = max",
+        {
+            "HF generate (dynamic cache)": lambda: hf_generate(model, tok, prompts, G, T),
+            "HF generate, cache_implementation=static": lambda: hf_generate(
+                model, tok, prompts, G, T, "static"
+            ),
+            "lean decode (rft.decode)": lambda: lean_generate(
+                model,
+                tok,
+                prompts,
+                num_return_sequences=G,
+                max_new_tokens=T,
+                temperature=1.0,
+                min_new_tokens=T,
+            ),
+        },
+    )
+    ids, mask = lean_generate(
+        model, tok, prompts, num_return_sequences=G, max_new_tokens=T, temperature=1.0, min_new_tokens=T
+    )
     model.train()
 
     def fwd_bwd(fn):
@@ -325,12 +397,14 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
             logp = fn(model, prompts, pidx, ids, mask)
             logp.sum().backward()
             model.zero_grad(set_to_none=True)
+
         return run
 
     def no_grad(fn):
         def run():
             with torch.no_grad():
                 fn(model, prompts, pidx, ids, mask)
+
         return run
 
     paths = {
@@ -340,8 +414,10 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
         "vision once + shared prompt K/V": rollout.shared_prompt_logprobs,
     }
     report(f"log-prob forward+backward over {G} rows (the update)", {k: fwd_bwd(f) for k, f in paths.items()})
-    report(f"log-prob forward only, no grad (a ref / old-logprob pass) over {G} rows",
-           {k: no_grad(f) for k, f in paths.items()})
+    report(
+        f"log-prob forward only, no grad (a ref / old-logprob pass) over {G} rows",
+        {k: no_grad(f) for k, f in paths.items()},
+    )
 
     # Optimizer step variants over the same gradients.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -352,9 +428,13 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
         "AdamW foreach": torch.optim.AdamW(params, lr=1e-9, foreach=True),
         "AdamW fused": torch.optim.AdamW(params, lr=1e-9, fused=True),
     }
-    report("AdamW step (17M parameters) + clip_grad_norm_", {
-        name: (lambda o=o: (torch.nn.utils.clip_grad_norm_(params, 1.0), o.step())) for name, o in opts.items()
-    })
+    report(
+        "AdamW step (17M parameters) + clip_grad_norm_",
+        {
+            name: (lambda o=o: (torch.nn.utils.clip_grad_norm_(params, 1.0), o.step()))
+            for name, o in opts.items()
+        },
+    )
     model.zero_grad(set_to_none=True)
 
     # Whole steps: the old code path (HF generate + full-copy forward) vs the defaults, and thread counts.
@@ -369,6 +449,7 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
             grpo.train(run_config(G, T, 3, **method), task_, [sample_], m, p, log)
             torch.set_num_threads(old)
             return med([x["perf/step_s"] for x in log.metrics[1:]])
+
         return run
 
     cases = {
@@ -389,16 +470,21 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
 
 
 def grid(spec, warmup: int, rounds: int, k: int) -> None:
-    print("\n| G | T | image | prompt tokens | ours s/step | TRL s/step | ours/TRL | ours rollout | ours update |")
+    print(
+        "\n| G | T | image | prompt tokens | ours s/step | TRL s/step | ours/TRL | ours rollout | ours update |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for image in (56, 112):
         for T in (32, 64, 128):
             for G in (4, 8, 16):
                 r = head_to_head(spec, G, T, image, warmup, rounds, k, floor=False)
                 ph = r["phases"]
-                print(f"| {G} | {T} | {image}x{image} | {r['P']} | {r['ours_s']:.3f} | {r['trl_s']:.3f} | "
-                      f"{r['ours_s'] / r['trl_s']:.2f} | {ph.get('timing/rollout_s', 0):.3f} | "
-                      f"{ph.get('timing/update_s', 0):.3f} |", flush=True)
+                print(
+                    f"| {G} | {T} | {image}x{image} | {r['P']} | {r['ours_s']:.3f} | {r['trl_s']:.3f} | "
+                    f"{r['ours_s'] / r['trl_s']:.2f} | {ph.get('timing/rollout_s', 0):.3f} | "
+                    f"{ph.get('timing/update_s', 0):.3f} |",
+                    flush=True,
+                )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -424,7 +510,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.grid:
         grid(spec, args.warmup, args.rounds, args.k)
     else:
-        r = head_to_head(spec, args.group, args.tokens, args.image, args.warmup, args.rounds, args.k, floor=True)
+        r = head_to_head(
+            spec, args.group, args.tokens, args.image, args.warmup, args.rounds, args.k, floor=True
+        )
         print_head_to_head(r)
 
 

@@ -92,6 +92,26 @@ class TaskConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (peft) on the language model's attention projections; off by default.
+
+    With LoRA only the adapters train, the saved result is the adapter, and the reference policy (beta > 0) is
+    the same model with its adapter disabled (no second copy in memory).
+    """
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def __post_init__(self) -> None:
+        _require(self.r > 0, f"model.lora.r must be > 0, got {self.r}")
+        _require(0 <= self.dropout < 1, f"model.lora.dropout must be in [0, 1), got {self.dropout}")
+        _require(len(self.target_modules) > 0, "model.lora.target_modules is empty; name at least one module")
+
+
+@dataclass
 class ModelConfig:
     """A model (`model=`): a hub id or a built-in tiny preset, loaded through AutoModelForImageTextToText."""
 
@@ -105,6 +125,9 @@ class ModelConfig:
     max_pixels: int = 401408
     trust_remote_code: bool = False
     cache_dir: str = "~/.cache/rft-suite/models"
+    freeze_vision: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
         _require(self.dtype in DTYPES, f"model.dtype={self.dtype!r} is not one of {DTYPES}")
@@ -386,6 +409,24 @@ class DistConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Checkpoints under `run_dir/checkpoints/step_NNNNNN/` (rft.checkpoint): model, optimizer, scheduler, RNGs, data
+    position. One is always written after the last step and when SIGTERM/SIGINT stops a run.
+
+    Attributes:
+        every: Also save every N optimizer steps (0 = only at the end).
+        keep_last: Keep the newest K complete checkpoints; older ones are deleted after a new one is complete.
+    """
+
+    every: int = 0
+    keep_last: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, f"checkpoint.every must be >= 0 (0 = only at the end), got {self.every}")
+        _require(self.keep_last >= 1, f"checkpoint.keep_last must be >= 1, got {self.keep_last}")
+
+
+@dataclass
 class RunConfig:
     """The whole run: the five axes (task, method, model, reward, budget) plus seed, eval and logging.
 
@@ -393,6 +434,8 @@ class RunConfig:
         method: A ZeroShotConfig, RFTConfig or SFTConfig (the `method=` option picks the schema).
         results_csv: The shared results table every run appends one row to.
         threads: torch intra-op threads (0 leaves torch's default).
+        resume: "none" (start fresh), "auto" (the latest complete checkpoint in this run directory; a finished
+            run is skipped) or the path of a checkpoint folder (or of a run directory holding checkpoints/).
     """
 
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -403,6 +446,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resume: str = "none"
     seed: int = 0
     name: str = "run"
     results_csv: str = "outputs/results.csv"

@@ -29,23 +29,21 @@ SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 
 def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """HF's Qwen2 RMSNorm (float32 statistics), without the module call overhead."""
-    var = x.float().pow(2).mean(-1, keepdim=True)
-    return norm.weight * (x.float() * torch.rsqrt(var + norm.variance_epsilon)).to(x.dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    """HF's Qwen2 RMSNorm as one fused op (statistics in the input dtype; fp32 here, so HF's upcast is a no-op)."""
+    return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
 
 
 class _FusedLayer:
-    """One decoder layer's weights, with q/k/v and gate/up concatenated so a step runs 2 matmuls instead of 5."""
+    """One decoder layer's weights for decoding: q/k/v and gate/up concatenated (2 matmuls instead of 5), and the
+    attention scale folded into the q rows (RoPE is linear, so scaling q before or after it is the same)."""
 
     def __init__(self, layer: torch.nn.Module):
         attn, mlp = layer.self_attn, layer.mlp
-        self.w_qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])  # [(H+2K)*D, E]
-        self.b_qkv = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])  # [(H+2K)*D]
+        s = attn.scaling
+        self.w_qkv = torch.cat(
+            [attn.q_proj.weight * s, attn.k_proj.weight, attn.v_proj.weight]
+        )  # [(H+2K)*D, E]
+        self.b_qkv = torch.cat([attn.q_proj.bias * s, attn.k_proj.bias, attn.v_proj.bias])  # [(H+2K)*D]
         self.w_o = attn.o_proj.weight  # [E, H*D]
         self.w_gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])  # [2I, E]
         self.w_down = mlp.down_proj.weight  # [E, I]
@@ -54,7 +52,6 @@ class _FusedLayer:
         self.heads = attn.config.num_attention_heads
         self.kv_heads = attn.config.num_key_value_heads
         self.head_dim = attn.head_dim
-        self.scaling = attn.scaling
 
 
 def _decode_step(
@@ -65,37 +62,41 @@ def _decode_step(
     keys: list[torch.Tensor],
     values: list[torch.Tensor],
     pos: int,
-    pad_mask: torch.Tensor,
+    pad_mask: torch.Tensor | None,
 ) -> torch.Tensor:
     """One token for every row through all decoder layers; writes its K/V at cache index `pos`.
 
     Args:
-        x: [N, 1, E] input embeddings.
-        cos, sin: [N, 1, D] rotary tables of this step's position.
+        x: [N, E] input embeddings.
+        cos: [N, 1, D] rotary cosines of this step's position.
+        sin: [N, 1, D] rotary sines with the first half negated, so rotate_half(x) * sin == roll(x) * sin.
         keys, values: per layer [N, K, S, D] preallocated caches.
-        pad_mask: [N, 1, 1, pos+1] True where a cached position must NOT be attended to (left padding).
+        pad_mask: [N, 1, 1, pos+1] True on cached positions that must not be attended to (left padding), or
+            None when no row is padded.
 
     Returns:
-        [N, 1, E] hidden states after the last layer (before the final norm).
+        [N, E] hidden states after the last layer (before the final norm).
     """
     N = x.shape[0]
     for layer, k_cache, v_cache in zip(layers, keys, values, strict=True):
         H, K, D = layer.heads, layer.kv_heads, layer.head_dim
-        h = _rms_norm(layer.norm_in, x)  # [N, 1, E]
-        qkv = F.linear(h, layer.w_qkv, layer.b_qkv)  # [N, 1, (H+2K)*D]
-        q, k, v = qkv.view(N, 1, H + 2 * K, D).transpose(1, 2).split([H, K, K], dim=1)  # [N, H|K|K, 1, D]
-        q = q * cos.unsqueeze(1) + _rotate_half(q) * sin.unsqueeze(1)  # [N, H, 1, D]
-        k = k * cos.unsqueeze(1) + _rotate_half(k) * sin.unsqueeze(1)  # [N, K, 1, D]
-        k_cache[:, :, pos : pos + 1] = k
-        v_cache[:, :, pos : pos + 1] = v
-        # Plain attention for one query: SDPA's CPU flash kernel costs more than the math at q_len = 1.
-        # The R = H/K query heads sharing a K/V head are batched against it (GQA without repeating K/V).
-        scores = torch.matmul(q.view(N, K, H // K, D), k_cache[:, :, : pos + 1].transpose(-1, -2))  # [N, K, R, S]
-        scores = (scores * layer.scaling).masked_fill(pad_mask, -float("inf"))  # [N, K, R, S]
+        qkv = F.linear(_rms_norm(layer.norm_in, x), layer.w_qkv, layer.b_qkv).view(
+            N, H + 2 * K, D
+        )  # [N, H+2K, D]
+        qk = qkv[:, : H + K]  # [N, H+K, D] q (pre-scaled) and k share the rotation
+        qk = qk * cos + qk.roll(D // 2, dims=-1) * sin  # [N, H+K, D]
+        k_cache[:, :, pos] = qk[:, H:]  # [N, K, D]
+        v_cache[:, :, pos] = qkv[:, H + K :]  # [N, K, D]
+        # Plain attention for one query (SDPA's CPU flash kernel costs more than the math at q_len = 1); the
+        # R = H/K query heads that share a K/V head are batched against it, so K/V are never repeated.
+        q = qk[:, :H].reshape(N, K, H // K, D)  # [N, K, R, D]
+        scores = torch.matmul(q, k_cache[:, :, : pos + 1].transpose(-1, -2))  # [N, K, R, S]
+        if pad_mask is not None:
+            scores = scores.masked_fill(pad_mask, -float("inf"))
         attn = torch.matmul(torch.softmax(scores, dim=-1), v_cache[:, :, : pos + 1])  # [N, K, R, D]
-        x = x + F.linear(attn.reshape(N, 1, H * D), layer.w_o)  # [N, 1, E]
-        gate, up = F.linear(_rms_norm(layer.norm_post, x), layer.w_gate_up).chunk(2, dim=-1)  # [N, 1, I] each
-        x = x + F.linear(layer.act(gate) * up, layer.w_down)  # [N, 1, E]
+        x = x + F.linear(attn.reshape(N, H * D), layer.w_o)  # [N, E]
+        gate, up = F.linear(_rms_norm(layer.norm_post, x), layer.w_gate_up).chunk(2, dim=-1)  # [N, I] each
+        x = x + F.linear(layer.act(gate) * up, layer.w_down)  # [N, E]
     return x
 
 
@@ -154,18 +155,26 @@ def generate(
     G, T = num_return_sequences, max_new_tokens
     B, P = prompts.input_ids.shape
     N = B * G
+    dev = prompts.input_ids.device
     lm = model.model.language_model
-    prompt_index = torch.arange(B).repeat_interleave(G)  # [N]
+    prompt_index = torch.arange(B, device=dev).repeat_interleave(G)  # [N]
 
     # Prefill: the B prompts once (vision tower included), keeping their K/V and last-position logits.
     position_ids, _ = model.model.get_rope_index(
-        prompts.input_ids, prompts.mm_token_type_ids, image_grid_thw=prompts.image_grid_thw,
+        prompts.input_ids,
+        prompts.mm_token_type_ids,
+        image_grid_thw=prompts.image_grid_thw,
         attention_mask=prompts.attention_mask,
     )  # [3, B, P]
     out = model(
-        input_ids=prompts.input_ids, attention_mask=prompts.attention_mask,
-        mm_token_type_ids=prompts.mm_token_type_ids, pixel_values=prompts.pixel_values,
-        image_grid_thw=prompts.image_grid_thw, position_ids=position_ids, use_cache=True, logits_to_keep=1,
+        input_ids=prompts.input_ids,
+        attention_mask=prompts.attention_mask,
+        mm_token_type_ids=prompts.mm_token_type_ids,
+        pixel_values=prompts.pixel_values,
+        image_grid_thw=prompts.image_grid_thw,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
     )
     next_pos = position_ids.amax(dim=(0, 2))[prompt_index] + 1  # [N] M-RoPE position of the first new token
     dtype = lm.embed_tokens.weight.dtype
@@ -177,18 +186,27 @@ def generate(
         k[:, :, :P], v[:, :, :P] = k_prompt, v_prompt
         keys.append(k)
         values.append(v)
-    pad_mask = torch.zeros(N, 1, 1, P + T, dtype=torch.bool)  # [N, 1, 1, P+T] True on left padding
+    pad_mask = torch.zeros(
+        N, 1, 1, P + T, dtype=torch.bool, device=dev
+    )  # [N, 1, 1, P+T] True on left padding
     pad_mask[:, 0, 0, :P] = prompts.attention_mask[prompt_index] == 0
+    has_pad = bool(pad_mask.any())
     layers = [_FusedLayer(layer) for layer in lm.layers]
     # Rotary tables of every decode position at once, through the model's own (M-RoPE) rotary module.
-    pos = (next_pos[:, None] + torch.arange(T)).unsqueeze(0).expand(3, N, T)  # [3, N, T] equal t/h/w
+    pos = (
+        (next_pos[:, None] + torch.arange(T, device=dev)).unsqueeze(0).expand(3, N, T)
+    )  # [3, N, T] equal t/h/w
     cos, sin = lm.rotary_emb(lm.embed_tokens.weight[:1].to(dtype), pos)  # [N, T, D] each
+    D = cos.shape[-1]
+    sin = torch.cat(
+        [-sin[..., : D // 2], sin[..., D // 2 :]], dim=-1
+    )  # [N, T, D] rotate_half's sign folded in
 
-    suppress = torch.tensor(suppressed_token_ids(tokenizer))
+    suppress = torch.tensor(suppressed_token_ids(tokenizer), device=dev)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     logits = out.logits[prompt_index, -1].float()  # [N, V]
-    tokens = torch.full((N, T), pad, dtype=torch.long)  # [N, T]
-    unfinished = torch.ones(N, dtype=torch.bool)  # [N]
+    tokens = torch.full((N, T), pad, dtype=torch.long, device=dev)  # [N, T]
+    unfinished = torch.ones(N, dtype=torch.bool, device=dev)  # [N]
     for t in range(T):
         nxt = sample_next(
             logits, t, suppress=suppress, eos_id=eos, min_new_tokens=min_new_tokens, temperature=temperature
@@ -198,8 +216,10 @@ def generate(
         if t == T - 1 or not bool(unfinished.any()):
             tokens = tokens[:, : t + 1]
             break
-        x = lm.embed_tokens(tokens[:, t : t + 1]).to(dtype)  # [N, 1, E]
-        cos_t, sin_t = cos[:, t : t + 1], sin[:, t : t + 1]  # [N, 1, D]
-        h = _decode_step(layers, x, cos_t, sin_t, keys, values, P + t, pad_mask[..., : P + t + 1])  # [N, 1, E]
-        logits = model.lm_head(_rms_norm(lm.norm, h))[:, -1].float()  # [N, V]
+        x = lm.embed_tokens(tokens[:, t]).to(dtype)  # [N, E]
+        mask_t = pad_mask[..., : P + t + 1] if has_pad else None
+        h = _decode_step(
+            layers, x, cos[:, t : t + 1], sin[:, t : t + 1], keys, values, P + t, mask_t
+        )  # [N, E]
+        logits = model.lm_head(_rms_norm(lm.norm, h)).float()  # [N, V]
     return tokens, completion_mask(tokens, tokenizer)

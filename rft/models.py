@@ -122,6 +122,9 @@ class ModelSpec:
         max_pixels: Upper pixel budget of the image processor.
         trust_remote_code: Allow model code from the checkpoint folder (off by default; logged loudly when on).
         cache_dir: Where built-in presets are saved after their first build.
+        freeze_vision: Freeze the vision tower and its merger.
+        gradient_checkpointing: Recompute activations in the backward pass (less memory, more compute).
+        lora: LoRA settings as a dict (enabled, r, alpha, dropout, target_modules).
     """
 
     id: str
@@ -134,6 +137,9 @@ class ModelSpec:
     max_pixels: int
     trust_remote_code: bool
     cache_dir: str
+    freeze_vision: bool = False
+    gradient_checkpointing: bool = False
+    lora: dict | None = None
 
 
 class ModelLoadError(RuntimeError):
@@ -154,6 +160,10 @@ def resolve_model_dir(spec: ModelSpec) -> str:
                 "to load model.id from the hub."
             )
         return spec.path
+    if spec.builtin and spec.id == "tiny_base":  # `tiny` after a short SFT pretraining (rft/testbed.py)
+        from rft import testbed
+
+        return str(testbed.build_tiny_base(Path(spec.cache_dir).expanduser(), spec.seed))
     if spec.builtin:
         return str(build_tiny_model(spec.id, spec.seed, Path(spec.cache_dir).expanduser()))
     from huggingface_hub import snapshot_download
@@ -232,7 +242,35 @@ def load_model(spec: ModelSpec) -> tuple[torch.nn.Module, Qwen2VLImageOnlyProces
         use_safetensors=True,
     )
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    return model, processor
+    return prepare_for_training(model, spec), processor
+
+
+def prepare_for_training(model, spec: ModelSpec):
+    """Apply freezing, gradient checkpointing and LoRA as configured; returns the (possibly wrapped) model."""
+    if spec.freeze_vision:
+        unwrap(model).model.visual.requires_grad_(False)  # the ViT blocks and the patch merger
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if spec.lora and spec.lora.get("enabled"):
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=spec.lora["r"],
+            lora_alpha=spec.lora["alpha"],
+            lora_dropout=spec.lora["dropout"],
+            target_modules=list(spec.lora["target_modules"]),
+        )
+        model = get_peft_model(model, lora)
+    return model
+
+
+def unwrap(model):
+    """The transformers model under a peft wrapper (adapters stay active: peft injects them in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def is_lora(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,8 +5,13 @@ architecture) runs before any training compute starts and writes no result row. 
 is recorded as a row with status `failed` and the error, then re-raised.
 
 Output contract of a run directory (Hydra adds `.hydra/` and `run.log`):
-    metrics.jsonl, samples/step_*.jsonl, eval_predictions.jsonl, results.json, config.yaml (resolved)
+    metrics.jsonl, samples/step_*.jsonl, checkpoints/step_*/, eval_predictions.jsonl, results.json,
+    config.yaml (resolved)
 plus one row appended to the shared results CSV.
+
+Resume (rft.checkpoint): `resume=auto` continues from the newest complete checkpoint of `run_dir` and skips a run
+whose results.json says finished; SIGTERM/SIGINT during training save a checkpoint at the end of the step and
+leave a row with status `interrupted`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import dataclasses
 import json
 import logging
 import random
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rft import distributed, evaluate, grpo, models, sft
-from rft.config import RFTConfig, RunConfig, SFTConfig, validate
+from rft import checkpoint, distributed, evaluate, grpo, models, sft
+from rft.config import ConfigError, RFTConfig, RunConfig, SFTConfig, validate
 from rft.datasets import verify_images
 from rft.tasks import apply_budget, build_task
 from rft.tracking import (
@@ -34,6 +40,7 @@ from rft.tracking import (
     atomic_write_text,
     git_commit,
     package_versions,
+    redact,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,33 @@ def axes(cfg: RunConfig) -> dict[str, object]:
     }
 
 
+def finished_record(run_dir: Path) -> dict[str, object] | None:
+    """The record of a finished run in `run_dir` (its results.json with status finished), else None."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("status") == "finished" else None
+
+
+def check_writable(*folders: Path) -> None:
+    """Fail before the model loads if an output folder cannot be created or written (read-only, full, a file).
+
+    Raises:
+        ConfigError: naming the folder, the OS reason and the setting that moves it.
+    """
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+                pass
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write to {folder}: {err.strerror or err}. Choose a writable location: "
+                "hydra.run.dir=... / hydra.sweep.dir=... for the run folder, results_csv=... for the results table"
+            ) from err
+
+
 def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, object]:
     """Run one experiment and return its result record (also written to results.json and the CSV).
 
@@ -73,6 +107,10 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
     t0 = time.time()
     world, is_main = distributed.world_size(), distributed.rank() == 0
     validate(cfg, world)
+    if cfg.resume != "none" and (done := finished_record(run_dir)) is not None:
+        log.info("resume=%s: %s already finished; returning its results.json", cfg.resume, run_dir)
+        return done
+    resume_from = checkpoint.resolve_resume(cfg.resume, run_dir)
     if world > 1:
         distributed.install_rank_logging()
     if cfg.threads > 0:
@@ -89,7 +127,11 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
     eval_set = task.split(cfg.eval.split)
     eval_set = eval_set[: cfg.eval.limit] if cfg.eval.limit else eval_set
     verify_images(train_set + eval_set)  # a truncated image fails here, not hours into training
+    if is_main:
+        check_writable(run_dir, Path(cfg.results_csv).parent)
     distributed.init(cfg.dist.backend)
+    run_dir = Path(distributed.from_rank0(str(run_dir)))  # one run, one directory, whatever the rank count
+    resume_from = distributed.from_rank0(resume_from)
     model, processor = models.load_model(model_spec(cfg))
     log.info(
         "task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set)
@@ -113,34 +155,48 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
         "dist": cfg.dist.name,
         "world_size": world,
         "run_dir": str(run_dir),
+        "resumed_from": str(resume_from or ""),
         "git_commit": git_commit(REPO_ROOT),
     }
+    if resume_from is not None and is_main:  # steps after the checkpoint are logged again by the resumed run
+        checkpoint.truncate_metrics(run_dir / "metrics.jsonl", checkpoint.read_meta(resume_from)["step"])
     tracker = Tracker(
         run_dir,
         enabled=is_main,
         backend=cfg.logger.backend,
         project=cfg.logger.project,
         entity=cfg.logger.entity,
-        group=cfg.logger.group,
-        name=cfg.name,
-        tags=list(cfg.logger.tags),
+        group=redact(cfg.logger.group),
+        name=redact(cfg.name),
+        tags=redact(list(cfg.logger.tags)),  # W&B stores these outside the (redacted) config
         mode=cfg.logger.mode,
         config=dataclasses.asdict(cfg),
         axes=axes(cfg),
     )
+    # SIGTERM/SIGINT during training: finish the step, save a checkpoint, exit; elsewhere: stop at once.
+    stop = checkpoint.StopRequest()
+    ckpt = checkpoint.Checkpointer(
+        run_dir / "checkpoints",
+        cfg.checkpoint,
+        config_hash=checkpoint.config_hash(cfg),
+        resume_from=resume_from,
+        stop=stop,
+    )
     try:
+        stop.install()
         train_stats: dict[str, float] = {}
         generation = contextlib.nullcontext  # zero-shot: the untouched model
         t_train = time.time()
         if isinstance(cfg.method, RFTConfig | SFTConfig):
             loop = grpo if isinstance(cfg.method, RFTConfig) else sft
-            train_stats, engine = loop.train(cfg, task, train_set, model, processor, tracker)
+            with stop.deferred():
+                train_stats, engine = loop.train(cfg, task, train_set, model, processor, tracker, ckpt)
             generation = engine.generation  # ZeRO-3: weights gathered once for the whole evaluation
         train_s = time.time() - t_train
         t_eval = time.time()
         with generation():
             _, shard = evaluate.evaluate(
-                model,
+                models.unwrap(model),
                 processor,
                 task,
                 eval_set[distributed.rank() :: world],
@@ -156,10 +212,20 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
                 run_dir / "eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in predictions)
             )
         record.update(status="finished", **metrics, **train_stats, train_s=train_s, eval_s=eval_s)
+    except checkpoint.Interrupted as err:
+        record.update(status="interrupted", error=str(err))
+        raise
     except Exception as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        last = checkpoint.latest(run_dir / "checkpoints")
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", last_checkpoint=str(last or ""))
+        if last is not None and isinstance(err, FloatingPointError):
+            raise FloatingPointError(
+                f"{err}. The last good checkpoint is {last}; after the fix, continue from it with "
+                f"hydra.run.dir={run_dir} resume=auto"
+            ) from err
         raise
     finally:
+        stop.uninstall()
         record.update(
             wall_s=round(time.time() - t0, 2),
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -125,7 +125,8 @@ def completion_mask(completion_ids: torch.Tensor, tokenizer) -> torch.Tensor:
     """[N, T] mask: 1 up to and including the first EOS; 0 after it and on any vision special token."""
     is_eos = completion_ids == tokenizer.eos_token_id  # [N, T]
     after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # [N, T] strictly after the first EOS
-    vision = torch.isin(completion_ids, torch.tensor(suppressed_token_ids(tokenizer)))  # [N, T]
+    suppressed = torch.tensor(suppressed_token_ids(tokenizer), device=completion_ids.device)
+    vision = torch.isin(completion_ids, suppressed)  # [N, T]
     return (~after_eos & ~vision).long()  # [N, T]
 
 
@@ -256,11 +257,16 @@ def shared_prompt_logprobs(
     Shapes as in `completion_logprobs`: prompt_index [M], completion_ids/completion_mask [M, T] -> [M, T].
     """
     unique = sorted(set(prompt_index.tolist()))
-    local = torch.tensor([unique.index(p) for p in prompt_index.tolist()])  # [M] row -> its prompt in `unique`
+    local = torch.tensor(
+        [unique.index(p) for p in prompt_index.tolist()], device=completion_ids.device
+    )  # [M] row -> its prompt in `unique`
     sub = select_prompts(prompts, unique)
     T = completion_ids.shape[1]
     position_ids, _ = model.model.get_rope_index(
-        sub.input_ids, sub.mm_token_type_ids, image_grid_thw=sub.image_grid_thw, attention_mask=sub.attention_mask
+        sub.input_ids,
+        sub.mm_token_type_ids,
+        image_grid_thw=sub.image_grid_thw,
+        attention_mask=sub.attention_mask,
     )  # [3, U, P]
     prefix = model(
         input_ids=sub.input_ids,
@@ -278,11 +284,17 @@ def shared_prompt_logprobs(
         cache.batch_select_indices(local)  # per layer [M, K, P, D]; backward sums the G copies
         # Text after the prompt: equal t/h/w positions from the prompt's largest position + 1 (HF's rope_deltas).
         start = position_ids.amax(dim=(0, 2))[local] + 1  # [M]
-        pos = (start[:, None] + torch.arange(T - 1)).unsqueeze(0).expand(3, -1, -1)  # [3, M, T-1]
-        safe_ids = completion_ids.masked_fill(completion_mask == 0, 0)  # [M, T] no vision ids reach the forward
+        steps = torch.arange(T - 1, device=start.device)
+        pos = (start[:, None] + steps).unsqueeze(0).expand(3, -1, -1)  # [3, M, T-1]
+        # No vision ids reach the forward (masked positions hold 0).
+        safe_ids = completion_ids.masked_fill(completion_mask == 0, 0)  # [M, T]
         attention = torch.cat([sub.attention_mask[local], completion_mask[:, :-1]], dim=1)  # [M, P+T-1]
         out = model(
-            input_ids=safe_ids[:, :-1], attention_mask=attention, position_ids=pos, cache=cache, use_cache=True
+            input_ids=safe_ids[:, :-1],
+            attention_mask=attention,
+            position_ids=pos,
+            cache=cache,
+            use_cache=True,
         )
         logits = torch.cat([logits, out.logits], dim=1)  # [M, T, V]
     logits = logits.float() / temperature  # [M, T, V]

@@ -19,9 +19,12 @@ import torch
 from tqdm import tqdm
 
 from rft import distributed
+from rft.checkpoint import Checkpointer
 from rft.config import RunConfig
+from rft.distributed import mean_over_ranks
 from rft.engine import make_engine, warmup_cosine
 from rft.losses import sft_loss
+from rft.models import unwrap
 from rft.rollout import chat_text, completion_logprobs, encode_prompts
 from rft.tasks import PromptStream, Sample, Task
 from rft.tracking import PhaseTimer, Tracker
@@ -30,6 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def sft_target(sample: Sample) -> str:
+    """`<answer>{answer}</answer>`, preceded by `<think> {rationale} </think> ` when the sample has a trace."""
+    if sample.rationale:
+        return f"<think> {sample.rationale} </think> <answer>{sample.answer}</answer>"
     return f"<answer>{sample.answer}</answer>"
 
 
@@ -49,9 +55,19 @@ def encode_targets(tokenizer, samples: list[Sample]) -> tuple[torch.Tensor, torc
 
 
 def train(
-    cfg: RunConfig, task: Task, train_set: list[Sample], model, processor, tracker: Tracker
+    cfg: RunConfig,
+    task: Task,
+    train_set: list[Sample],
+    model,
+    processor,
+    tracker: Tracker,
+    checkpointer: Checkpointer | None = None,
 ) -> tuple[dict[str, float], object]:
-    """Fine-tune `model` in place on `train_set`. Returns (final training stats, the engine)."""
+    """Fine-tune `model` in place on `train_set`; `checkpointer` resumes and saves (None: neither).
+
+    Returns:
+        (final training stats, the engine).
+    """
     m = cfg.method
     tok = processor.tokenizer
     total_steps = math.ceil(len(train_set) * m.epochs / m.batch_size)
@@ -77,8 +93,11 @@ def train(
         m.micro_batch_size,
     )
     stream = PromptStream(train_set, seed=cfg.seed)
-    loss_value = float("nan")
-    for step in tqdm(range(1, total_steps + 1), desc="sft", disable=not engine.is_main, mininterval=2):
+    ckpt = checkpointer or Checkpointer.off()
+    start, summary = ckpt.restore(engine, stream)  # weights, optimizer, data, RNGs; (0, {}) when fresh
+    loss_value = summary.get("train/final_loss", float("nan"))
+    bar = dict(desc="sft", initial=start, total=total_steps, disable=not engine.is_main, mininterval=2)
+    for step in tqdm(range(start + 1, total_steps + 1), **bar):
         t_step = time.perf_counter()
         # Every step is a full global batch (the stream wraps into the next epoch's permutation), split by rank.
         batch = stream.take(m.batch_size)[rank * per_rank : (rank + 1) * per_rank]
@@ -88,7 +107,9 @@ def train(
             texts = [chat_text(processor, task.prompt(s, cfg.reward.think), len(s.images)) for s in batch]
             prompts = encode_prompts(processor, texts, [s.images for s in batch])
             ids, mask = encode_targets(tok, batch)  # [M, T], [M, T]
-            num_tokens = int(mask.sum())
+            # Token-mean over the GLOBAL batch: DeepSpeed averages gradients over ranks, so each rank divides
+            # by (global tokens / world size) and the average equals the single-process gradient exactly.
+            num_tokens = mean_over_ranks(float(mask.sum()))
 
         # 2. Forward/backward per micro-batch.
         with timer.phase("update"):
@@ -96,7 +117,7 @@ def train(
             for i in range(0, len(batch), m.micro_batch_size):
                 s = slice(i, i + m.micro_batch_size)
                 index = torch.arange(len(batch))[s]
-                logp = completion_logprobs(engine.module, prompts, index, ids[s], mask[s])  # [m, T]
+                logp = completion_logprobs(unwrap(engine.module), prompts, index, ids[s], mask[s])  # [m, T]
                 loss = sft_loss(logp, mask[s], num_tokens)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(f"non-finite SFT loss at step {step}; lower method.lr")
@@ -104,10 +125,15 @@ def train(
                 loss_value += loss.item()
             # 3. Optimizer step.
             grad_norm = engine.step()
+            if not math.isfinite(grad_norm):
+                raise FloatingPointError(
+                    f"non-finite gradient norm at step {step} although the SFT loss was finite ({loss_value:.4g}); "
+                    "lower method.lr or method.max_grad_norm"
+                )
 
         # 4. Log.
         metrics = {
-            "train/loss": loss_value,
+            "train/loss": mean_over_ranks(loss_value),
             "train/grad_norm": grad_norm,
             "train/lr": engine.lr,
             "train/epoch": stream.epoch,
@@ -116,5 +142,6 @@ def train(
             "perf/step_s": time.perf_counter() - t_step,
         }
         tracker.log(step, metrics)
+        ckpt.end_of_step(step, total_steps, engine, stream, {"train/final_loss": loss_value})
     step = total_steps
     return {"train/steps": float(step), "train/final_loss": loss_value}, engine

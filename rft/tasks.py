@@ -59,6 +59,9 @@ class Sample:
         options: Multiple-choice options in display order (already shuffled); empty for open answers.
         label: Class label for k-shot budgets; empty for tasks without classes.
         qtype: Question type, for per-type accuracy.
+        rationale: A short reasoning trace; when set, SFT imitates `<think> rationale </think> <answer>…`.
+            Empty for every target task (study.md: no traces exist); only the tiny_base corpus
+            (rft.testbed) has them.
     """
 
     uid: str
@@ -68,6 +71,7 @@ class Sample:
     options: tuple[str, ...] = ()
     label: str = ""
     qtype: str = ""
+    rationale: str = ""
 
 
 def option_letter(i: int) -> str:

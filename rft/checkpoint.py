@@ -1,0 +1,455 @@
+"""Checkpoints, exact resume, and the SIGTERM/SIGINT stop request.
+
+One checkpoint is one folder, `run_dir/checkpoints/step_000120/`:
+
+    config.json, model.safetensors    the policy via `save_pretrained` (a PeftModel saves only its adapter:
+                                      adapter_config.json, adapter_model.safetensors); loadable as model.path
+    engine/                           optimizer + LR scheduler (TorchEngine: engine.pt; DeepSpeed: its own
+                                      per-rank ZeRO files, which also hold the module)
+    trainer_state.pt                  step, the PromptStream position, the loop's running summary
+    rng/rank_00000.pt                 python `random`, numpy, torch CPU and (if present) CUDA RNG, per rank
+    meta.json                         step, time, config hash; written last, it is the completion marker
+
+Writes are atomic: everything goes into `step_000120.tmp-<pid>/`, is fsynced, and the folder is renamed to its
+final name only when complete, so a kill at any moment leaves either the previous checkpoints or the new one,
+never a half-written folder under a final name. Folders without meta.json (or still named `.tmp-*`) are ignored.
+Training state is read with `torch.load(weights_only=True)` (tensors and plain containers only), weights from
+safetensors. Only the newest `checkpoint.keep_last` folders are kept.
+
+Exactness (anchors.md §5 item 10): a checkpoint is taken at a step boundary and holds everything the next step
+reads (weights, optimizer moments, LR schedule position, data position, every RNG), so on CPU a resumed run is
+bit-identical to an uninterrupted one (tests/test_resume.py).
+
+Signals: `StopRequest.deferred()` (rft.pipeline wraps the training loop in it) turns the first SIGTERM/SIGINT
+into a request the loop honours at the end of the current step: save a checkpoint, raise `Interrupted`. A second
+signal, or one outside the loop, raises `Interrupted` at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rft.config import CheckpointConfig, ConfigError, RunConfig
+from rft.tracking import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+STEP_DIR = re.compile(r"^step_(\d{6,})$")
+MARKER = "meta.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message names the folder and the fix."""
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal; its last checkpoint is complete. `exit_code` is 128 + the signal."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Finding checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """A short hash of everything that shapes training (the config without `resume`)."""
+    tree = dataclasses.asdict(cfg)
+    tree.pop("resume", None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_complete(path: Path) -> bool:
+    return bool(STEP_DIR.match(path.name)) and (path / MARKER).is_file()
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoint folders under `root`, oldest step first (unfinished `.tmp-*` folders are ignored)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and is_complete(p)]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def latest(root: Path) -> Path | None:
+    found = complete_checkpoints(root)
+    return found[-1] if found else None
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads((path / MARKER).read_text())
+
+
+def resolve_resume(resume: str, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, or None to start fresh.
+
+    Args:
+        resume: "none"; "auto" (the newest complete checkpoint of `run_dir`, None if it has none); or a path to
+            a checkpoint folder, to a `checkpoints/` folder, or to a run directory (its newest checkpoint).
+
+    Raises:
+        ConfigError: a path that holds no complete checkpoint.
+    """
+    if resume == "none":
+        return None
+    if resume == "auto":
+        found = latest(run_dir / "checkpoints")
+        if found is None:
+            log.info("resume=auto: no complete checkpoint in %s/checkpoints; starting from step 0", run_dir)
+        return found
+    path = Path(resume).expanduser()
+    if is_complete(path):
+        return path
+    for root in (path / "checkpoints", path):
+        if (found := latest(root)) is not None:
+            return found
+    raise ConfigError(
+        f"resume={resume!r} holds no complete checkpoint (a step_NNNNNN folder with {MARKER}); pass a "
+        "run_dir/checkpoints/step_NNNNNN folder, a run directory, resume=auto (this run directory) or resume=none"
+    )
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics.jsonl lines logged after `step`, so a resumed run does not log those steps twice."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(kept))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# RNG and model state
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """Every RNG the loops draw from, as tensors and plain containers (loadable with weights_only=True)."""
+    version, mt, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "python": {"version": version, "state": list(mt), "gauss": gauss},
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # this rank's current device
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
+            "has_gauss": npy["has_gauss"],
+            "gauss": npy["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_model(module: torch.nn.Module, path: Path) -> None:
+    """`save_pretrained` as safetensors: the full model, or only the adapter of a PeftModel."""
+    module.save_pretrained(path, safe_serialization=True)
+
+
+def load_model(module: torch.nn.Module, path: Path) -> None:
+    """Load weights written by `save_model` into `module` in place (bit-exact).
+
+    The full model goes through `from_pretrained` into a temporary copy, because transformers writes some
+    architectures (Qwen2-VL) under legacy key names and maps them back only when loading.
+    """
+    adapter = path / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(module, load_file(adapter))
+        return
+    dtype = next(module.parameters()).dtype
+    saved = type(module).from_pretrained(path, dtype=dtype, use_safetensors=True)
+    module.load_state_dict(saved.state_dict())
+    del saved
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Signals
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class StopRequest:
+    """SIGTERM (SLURM preemption, `kill`) and SIGINT (Ctrl-C) as a request to stop cleanly.
+
+    Inside `deferred()` the first signal only records itself; the loop checks `signum` at the end of each step.
+    Outside it, or on a second signal, the handler raises `Interrupted` at once.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._deferring = False
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        """Install the handlers (only possible in the main thread; elsewhere a no-op)."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def uninstall(self) -> None:
+        """Put back the handlers that were there before `install`."""
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self._deferring = True
+        try:
+            yield self
+        finally:
+            self._deferring = False
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self._deferring and self.signum is None:
+            self.signum = signum
+            log.warning(
+                "%s received: finishing this step, saving a checkpoint, then exiting (send it again to stop at once)",
+                name,
+            )
+            return
+        raise Interrupted(signum, f"stopped by {name} before the end of a training step")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The checkpointer the loops call
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def _barrier() -> None:
+    if (dist := _dist()) is not None:
+        dist.barrier()
+
+
+def _any_rank(flag: bool) -> bool:
+    """True if `flag` is set on any rank (signals reach ranks at slightly different times)."""
+    if (dist := _dist()) is None:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _shared_pid() -> int:
+    """Rank 0's pid, on every rank: all ranks write into the same temporary folder."""
+    if (dist := _dist()) is None:
+        return os.getpid()
+    box = [os.getpid()]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True) + [root]:
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+@contextlib.contextmanager
+def _whole_weights(engine):
+    """ZeRO-3 keeps parameter shards; gather them so rank 0 can save the whole model."""
+    if getattr(engine, "stage", 0) == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield
+    else:
+        yield
+
+
+class Checkpointer:
+    """Saves the complete training state every `cfg.every` steps, after the last step and on a stop request.
+
+    Args:
+        root: `run_dir/checkpoints`; None turns checkpointing off (loop tests that drive a loop directly).
+        cfg: every / keep_last.
+        config_hash: Stored in meta.json; a resume under a different hash is logged as a warning.
+        resume_from: A complete checkpoint folder to restore before the first step, or None.
+        stop: The StopRequest whose signal the loop honours at step ends.
+    """
+
+    def __init__(
+        self,
+        root: Path | None,
+        cfg: CheckpointConfig | None = None,
+        *,
+        config_hash: str = "",
+        resume_from: Path | None = None,
+        stop: StopRequest | None = None,
+    ):
+        self.root = root
+        self.cfg = cfg or CheckpointConfig()
+        self.config_hash = config_hash
+        self.resume_from = resume_from
+        self.stop = stop or StopRequest()
+
+    @classmethod
+    def off(cls) -> Checkpointer:
+        return cls(None)
+
+    def restore(self, engine, stream) -> tuple[int, dict[str, float]]:
+        """Load `resume_from` into the engine (model, optimizer, scheduler), the stream and every RNG.
+
+        Returns:
+            (the step the checkpoint was taken after, 0 for a fresh start; the loop's saved summary).
+        """
+        path = self.resume_from
+        if path is None:
+            return 0, {}
+        meta = read_meta(path)
+        if self.config_hash and meta.get("config_hash") != self.config_hash:
+            log.warning(
+                "resuming from %s, written under a different config (hash %s, now %s): the run is not a clean "
+                "continuation",
+                path,
+                meta.get("config_hash"),
+                self.config_hash,
+            )
+        from rft.engine import TorchEngine
+
+        if isinstance(engine, TorchEngine):  # DeepSpeed's load_checkpoint restores the module itself
+            load_model(engine.module, path)
+        engine.load_state(path / "engine")
+        state = torch.load(path / "trainer_state.pt", weights_only=True)
+        stream.load_state(state["stream"])
+        rng = path / "rng" / f"rank_{engine.rank:05d}.pt"
+        if not rng.is_file():
+            raise CheckpointError(
+                f"{path} has no RNG state for rank {engine.rank}; resume with the same world size"
+            )
+        set_rng_state(torch.load(rng, weights_only=True))
+        log.info("resumed from %s (after step %d)", path, state["step"])
+        return int(state["step"]), dict(state["summary"])
+
+    def end_of_step(self, step: int, last_step: int, engine, stream, summary: dict[str, float]) -> None:
+        """Save when due (every N steps, the last step, a stop request); after a stop request raise Interrupted.
+
+        Args:
+            summary: Plain floats the loop returns at the end (restored by `restore`, so a run resumed after its
+                last step reports the same numbers).
+        """
+        stop = _any_rank(self.stop.signum is not None)
+        if self.root is None:
+            if stop:
+                raise Interrupted(
+                    self.stop.signum or signal.SIGTERM, f"stopped after step {step} (checkpoints off)"
+                )
+            return
+        if stop or step == last_step or (self.cfg.every > 0 and step % self.cfg.every == 0):
+            path = self.save(step, engine, stream, summary)
+            if stop:
+                signum = self.stop.signum or signal.SIGTERM
+                raise Interrupted(
+                    signum,
+                    f"stopped by {signal.Signals(signum).name} after step {step} of {last_step}; checkpoint {path} "
+                    f"is complete. Continue with: hydra.run.dir={path.parents[1]} resume=auto",
+                )
+
+    def save(self, step: int, engine, stream, summary: dict[str, float]) -> Path:
+        """Write a complete checkpoint for `step` atomically and prune old ones. Returns its folder.
+
+        Raises:
+            CheckpointError: the write failed (a full disk...); the previous checkpoints are untouched.
+        """
+        assert self.root is not None
+        final = self.root / f"step_{step:06d}"
+        tmp = self.root / f"{final.name}.tmp-{_shared_pid()}"
+        is_main = engine.is_main
+        t0 = time.perf_counter()
+        try:
+            if is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                (tmp / "rng").mkdir(parents=True)
+            _barrier()
+            engine.save_state(tmp / "engine")
+            torch.save(rng_state(), tmp / "rng" / f"rank_{engine.rank:05d}.pt")
+            with _whole_weights(engine):
+                if is_main:
+                    save_model(engine.module, tmp)
+            if is_main:
+                torch.save(
+                    {"step": step, "stream": stream.state(), "summary": dict(summary)},
+                    tmp / "trainer_state.pt",
+                )
+            _barrier()
+            if is_main:
+                _fsync_tree(tmp)
+                meta = {"step": step, "time": time.time(), "config_hash": self.config_hash}
+                atomic_write_json(tmp / MARKER, meta)
+                if final.exists():  # the same step saved again (a run resumed after its last step)
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+                _fsync_tree(self.root)
+        except OSError as err:
+            if is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = latest(self.root)
+            kept = (
+                f"the previous checkpoint {previous} is intact"
+                if previous
+                else "no earlier checkpoint exists"
+            )
+            raise CheckpointError(
+                f"could not write the checkpoint for step {step} to {final}: {err.strerror or err}. {kept}. "
+                "Free disk space (or lower checkpoint.keep_last / raise checkpoint.every) and rerun with "
+                "resume=auto in the same run directory"
+            ) from err
+        if is_main:
+            for old in complete_checkpoints(self.root)[: -self.cfg.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+            log.info("checkpoint %s saved in %.1fs", final, time.perf_counter() - t0)
+        _barrier()
+        return final
