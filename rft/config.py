@@ -480,6 +480,11 @@ def validate(cfg: RunConfig, world_size: int = 1) -> None:
         f"{world_size} processes were launched but dist=none trains in one process; pass dist=zero2 or dist=zero3",
     )
     m = cfg.method
+    _require(
+        not (isinstance(m, RFTConfig) and m.decode == "lean" and cfg.model.lora.enabled),
+        "method.decode=lean samples from the raw layer weights and would ignore the LoRA adapters; "
+        "pass method.decode=hf with model.lora.enabled=true",
+    )
     if isinstance(m, RFTConfig):
         # Convention: a group lives on one rank. rollout_batch_size is global, so each rank takes
         # rollout_batch_size / (G * world_size) whole prompts and group statistics never cross ranks.

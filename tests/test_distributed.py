@@ -236,3 +236,26 @@ def test_lora_adapter_merges_into_a_standalone_model(tiny_cfg, tmp_path):
     with torch.no_grad():
         a, b = model(input_ids=ids).logits, merged(input_ids=ids).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_zero2_two_rank_resume_is_bit_identical(tmp_path):
+    """Issue 7 x issue 3: a 2-rank ZeRO-2 run resumed from its step-2 checkpoint ends bitwise equal."""
+    from safetensors.torch import load_file
+
+    common = [str(REPO / "experiments/run.py"), "dist=zero2", "logger=none", "method.micro_batch_size=4",
+              "method.steps=4", "method.max_new_tokens=8", "task.train_size=16", "task.test_size=2",
+              "task.image_size=56", "budget.size=8", "checkpoint.every=2", "checkpoint.keep_last=3",
+              f"results_csv={tmp_path}/results.csv"]
+    launch([*common, f"hydra.run.dir={tmp_path}/A"], nproc=2)
+    launch([*common, f"hydra.run.dir={tmp_path}/B", f"resume={tmp_path}/A/checkpoints/step_000002"], nproc=2)
+    a = load_file(tmp_path / "A/checkpoints/step_000004/model.safetensors")
+    b = load_file(tmp_path / "B/checkpoints/step_000004/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lora_with_the_lean_decoder_is_refused(tiny_cfg):
+    cfg = tiny_cfg("rft")
+    cfg.model.lora = LoraConfig(enabled=True)
+    cfg.method.decode = "lean"
+    with pytest.raises(ConfigError, match="pass method.decode=hf"):
+        validate(cfg)
