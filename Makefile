@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 export DS_BUILD_OPS ?= 0
 
-.PHONY: help venv demo test test-fast lint format sweep-tiny report data-fgvc data-sat bench-dist clean
+.PHONY: help venv demo test test-fast lint format sweep-tiny report data-fgvc data-sat bench-dist tiny-base study-tiny clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -36,8 +36,26 @@ lint: venv  ## ruff lint + format check
 format: venv  ## ruff autofix + format
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
-sweep-tiny: venv  ## RFT vs SFT vs zero-shot over budgets 1/2/4 on the tiny FGVC stand-in
-	$(PY) experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny
+sweep-tiny: venv  ## one sweep: SFT vs RFT over 1/4/16 shots x 3 seeds on the tiny FGVC stand-in
+	$(PY) experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny_fgvc
+
+TINY_CACHE ?= $${RFT_CACHE:-$$HOME/.cache/rft-suite}/models
+STUDY := outputs/study_tiny/$(shell date +%Y-%m-%d_%H-%M-%S)
+# one sweep of the tiny study: $(1) = sweeps/<name>.yaml, $(2) = extra overrides
+study_sweep = $(PY) experiments/run.py -m --config-dir sweeps --config-name $(1) threads=1 \
+	results_csv=$(STUDY)/results.csv hydra.sweep.dir=$(STUDY)/$(1) $(2)
+# the think level (acc_format) of the ablation is the rft_tiny job of the budget ladder, run once
+OTHER_LEVELS := reward=nothink,length_norm,length_norm_group
+
+tiny-base: venv  ## build (once) tiny_base: the tiny VLM after a short SFT pretraining on a synthetic corpus
+	$(PY) -m rft.testbed --cache-dir $(TINY_CACHE)
+
+study-tiny: tiny-base  ## the tiny study on tiny_base (RFT vs SFT ladder + thinking ablation, 2 tasks x 3 seeds) + report
+	( $(call study_sweep,zeroshot_tiny) && $(call study_sweep,rft_vs_sft_tiny_fgvc) && \
+	  $(call study_sweep,thinking_tiny_fgvc,$(OTHER_LEVELS)) ) & a=$$!; \
+	( $(call study_sweep,rft_vs_sft_tiny_sat) && $(call study_sweep,thinking_tiny_sat,$(OTHER_LEVELS)) ) & b=$$!; \
+	wait $$a && wait $$b
+	$(PY) experiments/report.py $(STUDY)
 
 report: venv  ## tables + plots from every run under outputs/ (REPORT_IN=<dir> to pick a sweep)
 	$(PY) experiments/report.py $${REPORT_IN:-outputs}

@@ -3,7 +3,7 @@
     python experiments/run.py                                   # the embedded default: GRPO demo on the tiny VLM
     python experiments/run.py task=fgvc_synth method=sft_tiny budget=shots budget.size=4
     python experiments/run.py -m budget.size=1,2,4              # one result row per job
-    python experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny   # a named sweep
+    python experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny_fgvc   # a named sweep
 
 Everything below `main` lives in the `rft` library, which never imports Hydra.
 """
