@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 export DS_BUILD_OPS ?= 0
 
-.PHONY: help venv demo test test-fast lint format sweep-tiny report data-fgvc data-sat bench-dist tiny-base study-tiny clean
+.PHONY: help venv demo test test-fast lint format sweep-tiny report data-fgvc data-sat bench-dist tiny-base study-tiny bench bench-levers bench-grid bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,22 @@ data-sat: venv  ## download the array/SAT parquet files (train, val, test) into 
 
 bench-dist: venv  ## per-rank peak RSS and GRPO step time, tiny_20m, none vs ZeRO-2 vs ZeRO-3 (2 CPU ranks)
 	$(PY) experiments/bench_dist.py
+
+.venv/.bench: .venv/.installed
+	$(PIP) install -q -c constraints.txt trl==1.16.0
+	touch $@
+
+bench: .venv/.bench  ## our GRPO step vs TRL GRPOTrainer side by side (tiny_20m, G=8 x 64 tokens, 56x56)
+	$(PY) experiments/bench.py
+
+bench-levers: .venv/.bench  ## the worth of each fast path, measured in isolation
+	$(PY) experiments/bench.py --levers
+
+bench-grid: .venv/.bench  ## ours vs TRL over G x T x pixels, 7-point cross (--grid for all 18)
+	$(PY) experiments/bench.py --cross --warmup 1 --rounds 2 --k 1
+
+bench-gpu:  ## one H100/H200: Qwen2-VL-2B dims, bf16, G=8 x 256 tokens, ours vs TRL (see docs/performance.md)
+	$(PY) experiments/bench_gpu.py
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf outputs/runs outputs/multirun outputs/results.csv

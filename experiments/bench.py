@@ -469,28 +469,33 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
         print(f"  {name:<46} {med(ts):.4f} s   x{base / med(ts):.2f} vs first")
 
 
-def grid(spec, warmup: int, rounds: int, k: int) -> None:
+GRID = [(G, T, image) for image in (56, 112) for T in (32, 64, 128) for G in (4, 8, 16)]
+# One axis at a time around the headline point (G=8, T=64, 56x56), plus the largest corner: 7 of the 18 points.
+CROSS = [(4, 64, 56), (8, 64, 56), (16, 64, 56), (8, 32, 56), (8, 128, 56), (8, 64, 112), (16, 128, 112)]
+
+
+def grid(spec, points: list[tuple[int, int, int]], warmup: int, rounds: int, k: int) -> None:
+    """Ours vs TRL at each (G, T, image side) point, as markdown table rows."""
     print(
         "\n| G | T | image | prompt tokens | ours s/step | TRL s/step | ours/TRL | ours rollout | ours update |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for image in (56, 112):
-        for T in (32, 64, 128):
-            for G in (4, 8, 16):
-                r = head_to_head(spec, G, T, image, warmup, rounds, k, floor=False)
-                ph = r["phases"]
-                print(
-                    f"| {G} | {T} | {image}x{image} | {r['P']} | {r['ours_s']:.3f} | {r['trl_s']:.3f} | "
-                    f"{r['ours_s'] / r['trl_s']:.2f} | {ph.get('timing/rollout_s', 0):.3f} | "
-                    f"{ph.get('timing/update_s', 0):.3f} |",
-                    flush=True,
-                )
+    for G, T, image in points:
+        r = head_to_head(spec, G, T, image, warmup, rounds, k, floor=False)
+        ph = r["phases"]
+        print(
+            f"| {G} | {T} | {image}x{image} | {r['P']} | {r['ours_s']:.3f} | {r['trl_s']:.3f} | "
+            f"{r['ours_s'] / r['trl_s']:.2f} | {ph.get('timing/rollout_s', 0):.3f} | "
+            f"{ph.get('timing/update_s', 0):.3f} |",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levers", action="store_true", help="measure each optimisation in isolation")
-    ap.add_argument("--grid", action="store_true", help="ours vs TRL over G x T x pixels")
+    ap.add_argument("--grid", action="store_true", help="ours vs TRL over G x T x pixels (18 points)")
+    ap.add_argument("--cross", action="store_true", help="ours vs TRL, one axis at a time (7 points)")
     ap.add_argument("--group", type=int, default=8, help="G, completions per prompt")
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per completion (min = max)")
     ap.add_argument("--image", type=int, default=56, help="image side in pixels")
@@ -507,8 +512,8 @@ def main(argv: list[str] | None = None) -> None:
     spec = model_spec(Path(args.cache).expanduser() / "models", args.preset)
     if args.levers:
         levers(spec, args.group, args.tokens, args.image, args.reps)
-    elif args.grid:
-        grid(spec, args.warmup, args.rounds, args.k)
+    elif args.grid or args.cross:
+        grid(spec, GRID if args.grid else CROSS, args.warmup, args.rounds, args.k)
     else:
         r = head_to_head(
             spec, args.group, args.tokens, args.image, args.warmup, args.rounds, args.k, floor=True

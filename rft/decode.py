@@ -129,7 +129,6 @@ def sample_next(
     return torch.multinomial(probs, num_samples=1).squeeze(1)  # [N]
 
 
-@torch.no_grad()
 def generate(
     model,
     tokenizer,
@@ -147,12 +146,23 @@ def generate(
             `generate` also returns only as many columns as its longest row).
         completion_mask: [B*G, T'] 1 up to and including the first end-of-turn token.
     """
+    with torch.inference_mode():  # cheaper per op than no_grad; the loop is hundreds of small ops per token
+        tokens = _sample(
+            model, tokenizer, prompts, num_return_sequences, max_new_tokens, temperature, min_new_tokens
+        )
+    tokens = tokens.clone()  # a normal tensor again: the log-prob forward saves it for backward
+    return tokens, completion_mask(tokens, tokenizer)
+
+
+def _sample(
+    model, tokenizer, prompts: Prompts, G: int, T: int, temperature: float | None, min_new_tokens: int
+):
+    """The body of `generate`: prefill, cache, decode loop. Returns [B*G, T'] token ids."""
     if model.config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
             f"method.decode=lean supports {SUPPORTED_MODEL_TYPES}, not {model.config.model_type!r}; "
             "set method.decode=hf"
         )
-    G, T = num_return_sequences, max_new_tokens
     B, P = prompts.input_ids.shape
     N = B * G
     dev = prompts.input_ids.device
@@ -198,9 +208,8 @@ def generate(
     )  # [3, N, T] equal t/h/w
     cos, sin = lm.rotary_emb(lm.embed_tokens.weight[:1].to(dtype), pos)  # [N, T, D] each
     D = cos.shape[-1]
-    sin = torch.cat(
-        [-sin[..., : D // 2], sin[..., D // 2 :]], dim=-1
-    )  # [N, T, D] rotate_half's sign folded in
+    # rotate_half's sign folded into sin: rotate_half(x) * sin == roll(x, D/2) * sin_signed.
+    sin = torch.cat([-sin[..., : D // 2], sin[..., D // 2 :]], dim=-1)  # [N, T, D]
 
     suppress = torch.tensor(suppressed_token_ids(tokenizer), device=dev)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -214,12 +223,10 @@ def generate(
         tokens[:, t] = torch.where(unfinished, nxt, pad)
         unfinished &= nxt != eos
         if t == T - 1 or not bool(unfinished.any()):
-            tokens = tokens[:, : t + 1]
-            break
+            return tokens[:, : t + 1]
         x = lm.embed_tokens(tokens[:, t]).to(dtype)  # [N, E]
         mask_t = pad_mask[..., : P + t + 1] if has_pad else None
-        h = _decode_step(
-            layers, x, cos[:, t : t + 1], sin[:, t : t + 1], keys, values, P + t, mask_t
-        )  # [N, E]
+        cos_t, sin_t = cos[:, t : t + 1], sin[:, t : t + 1]  # [N, 1, D]
+        h = _decode_step(layers, x, cos_t, sin_t, keys, values, P + t, mask_t)  # [N, E]
         logits = model.lm_head(_rms_norm(lm.norm, h)).float()  # [N, V]
-    return tokens, completion_mask(tokens, tokenizer)
+    return tokens

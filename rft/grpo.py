@@ -123,6 +123,9 @@ def train(
     # This rank's share of the step: whole groups only (a group lives on one rank).
     G, B, N = m.group_size, m.prompts_per_step // world, m.rollout_batch_size // world
     tok = processor.tokenizer
+    # The reference policy exists only when beta > 0: a frozen copy, or with LoRA the adapter switched off.
+    # It is copied before the engine wraps the policy (under ZeRO-3 the policy's parameters become shards).
+    ref = frozen_copy(model) if m.beta > 0 and not is_lora(model) else None
     engine = make_engine(
         cfg.dist,
         model,
@@ -134,8 +137,6 @@ def train(
         grad_accum_steps=N // m.micro_batch_size,
         dtype=cfg.model.dtype,
     )
-    # The reference policy exists only when beta > 0: a frozen copy, or with LoRA the adapter switched off.
-    ref = frozen_copy(model) if m.beta > 0 and not is_lora(model) else None
     sample = lean_generate if m.decode == "lean" else generate
     logprobs = shared_prompt_logprobs if m.share_prompt else completion_logprobs
     stream = PromptStream(train_set, seed=cfg.seed)
@@ -263,7 +264,7 @@ def train(
         step_s = time.perf_counter() - t_step
         step_times.append(step_s)
         timings = timer.pop()
-        rows_done = ~(mask[:, -1].bool())  # [N] finished before the token limit
+        rows_done = (ids == tok.eos_token_id).any(dim=1)  # [N] ended with EOS within the token limit
         metrics = {
             **stats,
             **reward_stats([t for t, _ in terms], per_term),

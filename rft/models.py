@@ -79,8 +79,9 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 
-# Presets of the locally built models. `tiny` keeps tests and the demo fast; `tiny_20m` is the ~19M-parameter
-# model the performance issue benchmarks against TRL (text hidden 384, 6 layers; vision depth 4, embed 256).
+# Presets of the locally built models. `tiny` keeps tests fast; `small` is tiny_base's base; `tiny_20m` is the
+# ~19M-parameter model the performance issue benchmarks against TRL (text hidden 384, 6 layers; vision depth 4,
+# embed 256).
 TINY_PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(
         hidden=64,
@@ -90,6 +91,18 @@ TINY_PRESETS: dict[str, dict[str, int]] = {
         intermediate=128,
         vision_depth=2,
         vision_embed=64,
+        vision_heads=4,
+    ),
+    # tiny_base's architecture (rft/testbed.py): wide and deep enough to learn the pretraining corpus in a few CPU
+    # minutes (~1.6M parameters), still fast enough for the 56-job tiny study on 2 cores.
+    "small": dict(
+        hidden=128,
+        layers=4,
+        heads=4,
+        kv_heads=2,
+        intermediate=384,
+        vision_depth=2,
+        vision_embed=128,
         vision_heads=4,
     ),
     "tiny_20m": dict(

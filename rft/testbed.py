@@ -1,30 +1,34 @@
-"""`model=tiny_base`: the tiny Qwen2-VL, briefly pretrained on CPU so that it starts with partial skill.
+"""`model=tiny_base`: a small Qwen2-VL, briefly pretrained on CPU so that it starts with partial skill.
 
 A random-init tiny model never emits the answer format, so every GRPO group has zero reward variance and RFT
-cannot move; comparing RFT with SFT on it says nothing. `tiny_base` is the `tiny` preset after a few minutes of
-the suite's own SFT loop (`rft.sft.train`, unchanged) on a broad synthetic corpus, in the tasks' output format
-with short think traces (`<think> the circle is red </think> <answer>red</answer>`; a quarter of the samples use
-the answer-only prompt and target, so `reward=nothink` is in distribution too):
+cannot move; comparing RFT with SFT on it says nothing. `tiny_base` is the `small` preset (rft.models.TINY_PRESETS)
+after a few minutes of the suite's own SFT loop (`rft.sft.train`, unchanged) on a synthetic corpus in the target
+tasks' output format with short think traces (`<think> kite 5 dots </think> <answer>kite-5</answer>`; a quarter of
+the samples use the answer-only prompt and target, so `reward=nothink` is in distribution too). The corpus teaches
+the perception the targets need (silhouette, dot count, where one object is relative to another) on held-out
+combinations:
 
-- colour: "What colour is the <shape>?" (one or two objects, so the name must pick the object)
-- shape: "Which shape is <colour>?"
-- count: "How many objects are in the picture?" (1-4 objects)
-- position: "Is the <colour> <shape> left or right of the centre?" / "above or below the centre?" (options
-  shuffled, one or two objects anywhere in the image)
-- glyph parts: "What silhouette does this glyph have?" / "How many white dots does this glyph carry?" (1-6 dots)
-- glyph names: "Which glyph model is drawn here?" -- only for glyphs with 5 or 6 dots, classes fgvc_synth has not
-- text: "What word is written in the image?" (a rendered word)
+- glyph_model: fgvc_synth's own classification prompt ("This is an image containing a glyph. Please identify the
+  model of the glyph ..."), answered "<silhouette>-<dots>" -- but only for glyphs that are not fgvc_synth classes:
+  the corpus-only silhouettes (hex, oval, pent, slab) with 1-6 dots, and fgvc_synth's silhouettes with 5-6 dots.
+- glyph_dots / glyph_silhouette: "How many white dots does this glyph carry?" / "What silhouette does this glyph
+  have?" over every silhouette with 1-6 dots. All three glyph questions share one trace, "<silhouette> <n> dots",
+  so the trace describes the glyph whatever the question and the class name copies it.
+- relation: sat_synth's question form ("Is the A to the left or to the right of the B?", "above or below", options
+  shuffled), but every pair has a kite or a corpus-only colour (pink, brown, cyan), objects sat_synth never draws.
+- position ("Is the red circle left or right of the centre?") and colour ("What colour is the square?").
 
 Disjointness from the target tasks (fgvc_synth, sat_synth), by construction and tested in tests/test_testbed.py:
 1. Images: every corpus image is drawn from an RNG seeded `testbed-<seed>-<kind>-<i>`; the targets seed theirs
    `fgvc_synth-...` / `sat_synth-...`, so no image is shared (the test compares the bytes of every image).
-2. Questions: every corpus question comes from the templates above, none of which is a target template (the
-   fgvc_synth "identify the model of the glyph" prompt, sat_synth's "to the left or to the right of the ..."),
-   so no (prompt, answer) pair is shared.
-3. Labels: the corpus never names a fgvc_synth class (its glyph names have 5-6 dots, the classes 1-4). Zero-shot
-   fgvc_synth skill therefore needs composition (silhouette + dot count + the naming pattern), and sat_synth
-   skill needs the position-of-one-object questions to transfer to the relation between two objects. That is
-   the "partial skill" a base model should have: above chance, below ceiling.
+2. Questions: no corpus question is a target question (sat_synth never asks about a kite or a corpus colour;
+   fgvc_synth's questions are the bare template), and no (prompt, answer) pair is shared: a glyph_model prompt is
+   fgvc_synth's, but its answer never is a fgvc_synth class.
+3. Labels: the corpus never names a fgvc_synth class (1-4 dots on delta, box, orb, kite), neither as an answer
+   nor as a trace. Zero-shot fgvc_synth skill therefore needs composition (a target silhouette with 1-4 dots,
+   described and named as the corpus names other glyphs), and sat_synth skill needs the relation between objects
+   to transfer to pairs of objects the corpus never asks about. That is the "partial skill" a base model should
+   have: above chance, below ceiling.
 
 The result is cached under `cache_dir`, keyed by a hash of everything that determines it (the `tiny` preset's
 key, the corpus and SFT settings, the seed), written to a temp folder and renamed into place.
@@ -38,16 +42,18 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from rft.tasks import (
     COLOURS,
+    GLYPH_CLASSES,
     GLYPH_SHAPES,
     MC_NOTHINK_INSTRUCTION,
     MC_THINK_INSTRUCTION,
@@ -59,33 +65,35 @@ from rft.tasks import (
     _draw_shape,
     _noisy_background,
     format_options,
-    render_glyph,
 )
 
 log = logging.getLogger(__name__)
 
 # Bump when the corpus, its prompts or the pretraining recipe change: it is part of the cache key.
-TESTBED_VERSION = 1
+TESTBED_VERSION = 2
 # The architecture tiny_base starts from (rft.models.TINY_PRESETS).
-BASE_PRESET = "tiny"
+BASE_PRESET = "small"
 # Rendered image side: the same as the target tasks' default, so the pixel budget matches.
 IMAGE_SIZE = 112
 # Fraction of corpus samples asked with the answer-only prompt (target `<answer>X</answer>`, no trace).
 NOTHINK_FRACTION = 0.25
-# Dots of the glyphs the corpus names; fgvc_synth's classes have 1-4, so no class name is ever taught.
-NAMED_GLYPH_DOTS = (5, 6)
-WORDS = ("sun", "map", "cup", "hat", "pen", "key", "egg", "fox", "jam", "owl", "ink", "bus")
+# Glyph silhouettes only the corpus draws; glyphs are named "<silhouette>-<dots>" with 1-6 dots, except that a
+# fgvc_synth silhouette is named only with 5-6 dots, so no fgvc_synth class (1-4 dots) is ever taught.
+EXTRA_SILHOUETTES = ("hex", "oval", "pent", "slab")
+# The object noun of the corpus's classification questions (fgvc_synth's own template and noun).
+GLYPH_NOUN = "a glyph"
+# Colours only the corpus uses; with the kite they make object pairs sat_synth never asks about.
+EXTRA_COLOURS = {"pink": (240, 120, 180), "brown": (130, 80, 40), "cyan": (40, 190, 210)}
+CORPUS_COLOURS = {**COLOURS, **EXTRA_COLOURS}
+RELATION_OBJECTS = [(c, s) for c in sorted(CORPUS_COLOURS) for s in OBJECT_SHAPES + ("kite",)]
 # The SFT recipe (rft.config.SFTConfig fields); `steps` sets the corpus size: one epoch of steps x batch_size.
-PRETRAIN = dict(steps=200, batch_size=16, micro_batch_size=16, lr=3e-3, warmup_ratio=0.05, max_grad_norm=1.0)
+PRETRAIN = dict(steps=240, batch_size=16, micro_batch_size=16, lr=2e-3, warmup_ratio=0.05, max_grad_norm=1.0)
 # Answer-slot words of the open-question format example, per corpus question type.
 SLOTS = {
     "colour": "colour name",
-    "shape": "shape name",
-    "count": "number",
     "glyph_silhouette": "silhouette name",
     "glyph_dots": "number",
-    "glyph_name": "glyph model",
-    "text": "word",
+    "glyph_model": "glyph model",
 }
 
 
@@ -124,30 +132,106 @@ def _scene(rng: random.Random, objects: list[tuple[str, str]], r: float) -> tupl
             if all((x - a) ** 2 + (y - b) ** 2 > (2.2 * r) ** 2 for a, b in centres):
                 break
         centres.append((x, y))
-        _draw_shape(draw, shape, x, y, r, COLOURS[colour])
+        _draw_corpus_shape(draw, shape, x, y, r, CORPUS_COLOURS[colour])
     return img, centres
 
 
-def gen_colour(rng: random.Random):
-    objects = _objects(rng, rng.choice((1, 2)))
-    img, _ = _scene(rng, objects, IMAGE_SIZE * 0.14)
-    colour, shape = rng.choice(objects)
-    return (img,), f"What colour is the {shape}?", colour, (), f"the {shape} is {colour}"
+def _draw_corpus_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
+    """The target tasks' shapes (rft.tasks._draw_shape) plus the corpus-only glyph silhouettes."""
+    if shape == "hex":
+        pts = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in (math.pi * k / 3 for k in range(6))]
+        draw.polygon(pts, fill=fill)
+    elif shape == "oval":
+        draw.ellipse((cx - r, cy - 0.7 * r, cx + r, cy + 0.7 * r), fill=fill)
+    elif shape == "pent":
+        pts = [(cx + r * math.sin(a), cy - r * math.cos(a)) for a in (2 * math.pi * k / 5 for k in range(5))]
+        draw.polygon(pts, fill=fill)
+    elif shape == "slab":
+        draw.rectangle((cx - r, cy - 0.55 * r, cx + r, cy + 0.6 * r), fill=fill)
+    else:
+        _draw_shape(draw, shape, cx, cy, r, fill)
 
 
-def gen_shape(rng: random.Random):
-    objects = _objects(rng, rng.choice((1, 2)))
-    img, _ = _scene(rng, objects, IMAGE_SIZE * 0.14)
-    colour, shape = rng.choice(objects)
-    return (img,), f"Which shape is {colour}?", shape, (), f"the {colour} one is a {shape}"
+def _glyph(shape: str, dots: int, rng: random.Random) -> Image.Image:
+    """A glyph as rft.tasks.render_glyph draws it (same nuisances and dot layout), for any silhouette and 1-6 dots."""
+    size = IMAGE_SIZE
+    img = _noisy_background(rng, size)
+    draw = ImageDraw.Draw(img)
+    r = size * rng.uniform(0.28, 0.36)
+    cx = size / 2 + rng.uniform(-0.08, 0.08) * size
+    cy = size / 2 + rng.uniform(-0.08, 0.08) * size
+    colour = COLOURS[rng.choice(sorted(COLOURS))]
+    _draw_corpus_shape(draw, shape, cx, cy, r, colour)
+    dot_r = max(2.0, size / 28)
+    span = 1.1 * r
+    for i in range(dots):
+        x = cx - span / 2 + span * (i + 0.5) / dots
+        draw.ellipse((x - dot_r, cy + 0.2 * r - dot_r, x + dot_r, cy + 0.2 * r + dot_r), fill=(255, 255, 255))
+    return img
 
 
-def gen_count(rng: random.Random):
-    n = rng.randint(1, 4)
-    shape, colour = rng.choice(OBJECT_SHAPES), rng.choice(sorted(COLOURS))
-    img, _ = _scene(rng, [(colour, shape)] * n, IMAGE_SIZE * 0.09)
-    noun = "object" if n == 1 else "objects"
-    return (img,), "How many objects are in the picture?", str(n), (), f"{n} {noun}"
+def _glyph_parts(rng: random.Random) -> tuple[str, int]:
+    """A (silhouette, dots) pair that is never a fgvc_synth class: a target silhouette only with 5-6 dots."""
+    while True:
+        shape, dots = rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, 6)
+        if f"{shape}-{dots}" not in GLYPH_CLASSES:
+            return shape, dots
+
+
+def _trace(shape: str, dots: int) -> str:
+    """The shared glyph trace: what the glyph shows, whatever the question."""
+    return f"{shape} {dots} dots"
+
+
+def gen_glyph_model(rng: random.Random):
+    shape, dots = _glyph_parts(rng)
+    question = (
+        f"This is an image containing {GLYPH_NOUN}. Please identify the model of the {GLYPH_NOUN.split()[-1]} "
+        "based on the image."
+    )
+    return (_glyph(shape, dots, rng),), question, f"{shape}-{dots}", (), _trace(shape, dots)
+
+
+def gen_glyph_dots(rng: random.Random):
+    shape, dots = rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, 6)
+    question = "How many white dots does this glyph carry?"
+    return (_glyph(shape, dots, rng),), question, str(dots), (), _trace(shape, dots)
+
+
+def gen_glyph_silhouette(rng: random.Random):
+    shape, dots = rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, 6)
+    question = "What silhouette does this glyph have?"
+    return (_glyph(shape, dots, rng),), question, shape, (), _trace(shape, dots)
+
+
+def gen_relation(rng: random.Random):
+    """sat_synth's question form over object pairs it never asks about (one object is a kite or a corpus colour)."""
+    while True:
+        names = rng.sample(RELATION_OBJECTS, 2)
+        if any(c in EXTRA_COLOURS or s == "kite" for c, s in names):
+            break
+    img = _noisy_background(rng, IMAGE_SIZE)
+    draw = ImageDraw.Draw(img)
+    r = IMAGE_SIZE * 0.12
+    horizontal = rng.random() < 0.5
+    lo, hi = r + 2, IMAGE_SIZE - r - 2
+    a_main, b_main = rng.uniform(lo, IMAGE_SIZE / 2 - r), rng.uniform(IMAGE_SIZE / 2 + r, hi)
+    if rng.random() < 0.5:
+        a_main, b_main = b_main, a_main
+    a_off, b_off = rng.uniform(lo, hi), rng.uniform(lo, hi)
+    if horizontal:
+        pos = ((a_main, a_off), (b_main, b_off))
+        answer, options = ("left" if a_main < b_main else "right"), ["left", "right"]
+    else:
+        pos = ((a_off, a_main), (b_off, b_main))
+        answer, options = ("above" if a_main < b_main else "below"), ["above", "below"]
+    for (colour, shape), (x, y) in zip(names, pos, strict=True):
+        _draw_corpus_shape(draw, shape, x, y, r, CORPUS_COLOURS[colour])
+    rng.shuffle(options)
+    (ca, sa), (cb, sb) = names
+    relation = "to the left or to the right of" if horizontal else "above or below"
+    question = f"Is the {ca} {sa} {relation} the {cb} {sb}?"
+    return (img,), question, answer, tuple(options), f"{ca} {sa} is {answer}"
 
 
 def gen_position(rng: random.Random):
@@ -165,65 +249,40 @@ def gen_position(rng: random.Random):
     if axis == 0:
         answer, options = ("left" if low else "right"), ["left", "right"]
         question = f"Is the {colour} {shape} left or right of the centre?"
-        side = "left" if low else "right"
     else:
         answer, options = ("above" if low else "below"), ["above", "below"]
         question = f"Is the {colour} {shape} above or below the centre?"
-        side = "top" if low else "bottom"
     rng.shuffle(options)
-    return (img,), question, answer, tuple(options), f"{colour} {shape} on the {side}"
+    return (img,), question, answer, tuple(options), f"{colour} {shape} is {answer}"
 
 
-def gen_glyph_silhouette(rng: random.Random):
-    shape = rng.choice(GLYPH_SHAPES)
-    img = render_glyph(f"{shape}-{rng.randint(1, 6)}", rng, IMAGE_SIZE)
-    return (img,), "What silhouette does this glyph have?", shape, (), f"the shape is a {shape}"
-
-
-def gen_glyph_dots(rng: random.Random):
-    dots = rng.randint(1, 6)
-    img = render_glyph(f"{rng.choice(GLYPH_SHAPES)}-{dots}", rng, IMAGE_SIZE)
-    return (img,), "How many white dots does this glyph carry?", str(dots), (), f"{dots} dots"
-
-
-def gen_glyph_name(rng: random.Random):
-    shape, dots = rng.choice(GLYPH_SHAPES), rng.choice(NAMED_GLYPH_DOTS)
-    img = render_glyph(f"{shape}-{dots}", rng, IMAGE_SIZE)
-    rationale = f"{shape} {dots}"
-    return (img,), "Which glyph model is drawn here?", f"{shape}-{dots}", (), rationale
-
-
-def gen_text(rng: random.Random):
-    word = rng.choice(WORDS)
-    img = _noisy_background(rng, IMAGE_SIZE)
-    font = ImageFont.load_default(size=rng.randint(26, 34))
-    fill = tuple(c // 2 for c in COLOURS[rng.choice(sorted(COLOURS))])
-    left, top, right, bottom = ImageDraw.Draw(img).textbbox((0, 0), word, font=font)
-    x = rng.uniform(2, max(3, IMAGE_SIZE - (right - left) - 2))
-    y = rng.uniform(2, max(3, IMAGE_SIZE - (bottom - top) - 2)) - top
-    ImageDraw.Draw(img).text((x, y), word, font=font, fill=fill)
-    spelled = " ".join(word)
-    return (img,), "What word is written in the image?", word, (), spelled
+def gen_colour(rng: random.Random):
+    objects = _objects(rng, rng.choice((1, 2)))
+    img, _ = _scene(rng, objects, IMAGE_SIZE * 0.14)
+    colour, shape = rng.choice(objects)
+    return (img,), f"What colour is the {shape}?", colour, (), f"the {shape} is {colour}"
 
 
 GENERATORS = {
-    "colour": gen_colour,
-    "shape": gen_shape,
-    "count": gen_count,
-    "position": gen_position,
-    "glyph_silhouette": gen_glyph_silhouette,
+    "glyph_model": gen_glyph_model,
     "glyph_dots": gen_glyph_dots,
-    "glyph_name": gen_glyph_name,
-    "text": gen_text,
+    "glyph_silhouette": gen_glyph_silhouette,
+    "relation": gen_relation,
+    "position": gen_position,
+    "colour": gen_colour,
 }
+# The order question types take turns in (so a corpus prefix has the mix): weighted toward the two target forms.
+ROTATION = (
+    "glyph_model", "relation", "glyph_dots", "glyph_model", "relation", "glyph_silhouette",
+    "glyph_model", "relation", "position", "glyph_model", "relation", "colour",
+)  # fmt: skip
 
 
 def make_corpus(size: int, seed: int) -> CorpusTask:
     """`size` corpus samples, question types in rotation, every image from its own `testbed-...` rng."""
     rows = []
-    kinds = sorted(GENERATORS)
     for i in range(size):
-        kind = kinds[i % len(kinds)]
+        kind = ROTATION[i % len(ROTATION)]
         rng = random.Random(f"testbed-{seed}-{kind}-{i}")
         images, question, answer, options, rationale = GENERATORS[kind](rng)
         think = rng.random() >= NOTHINK_FRACTION

@@ -44,7 +44,7 @@ def fixed_generate(model, tokenizer, prompts, *, num_return_sequences, max_new_t
 def main() -> None:
     out, method, dist_name, micro = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     flags = set(sys.argv[5:])
-    run_dir = Path(out).parent / f"run-{method}-{dist_name}-{micro}"
+    run_dir = Path(out).parent / f"run-{Path(out).stem}"
     if method == "rft":
         m = RFTConfig(
             steps=2,
@@ -61,6 +61,8 @@ def main() -> None:
         m = SFTConfig(
             epochs=1, batch_size=8, micro_batch_size=micro, lr=1e-3, max_new_tokens=8, warmup_ratio=0.0
         )
+    if "--beta" in flags:  # KL against the reference copy (made before ZeRO shards the policy)
+        m.beta = 0.04
     stage = {"none": 2, "zero2": 2, "zero3": 3}[dist_name]
     dist = DistConfig(
         name=dist_name, backend="none" if dist_name == "none" else "deepspeed", zero_stage=stage

@@ -50,6 +50,7 @@ def worker_runs(tmp_path_factory):
         "rft-1": (["rft", "none", "8", "--fixed-rollout"], 1),
         "rft-zero2": (["rft", "zero2", "4", "--fixed-rollout"], 2),
         "rft-zero3": (["rft", "zero3", "4", "--fixed-rollout"], 2),
+        "rft-zero3-kl": (["rft", "zero3", "4", "--beta"], 2),
     }
     results = {}
     for name, (args, nproc) in jobs.items():
@@ -58,7 +59,7 @@ def worker_runs(tmp_path_factory):
     return results
 
 
-@pytest.mark.parametrize("job", ["sft-zero2", "sft-zero3", "rft-zero2", "rft-zero3"])
+@pytest.mark.parametrize("job", ["sft-zero2", "sft-zero3", "rft-zero2", "rft-zero3", "rft-zero3-kl"])
 def test_two_ranks_train_with_finite_loss_and_move_every_part(worker_runs, job):
     r = worker_runs[job]
     assert r["world_size"] == 2
@@ -259,3 +260,9 @@ def test_lora_with_the_lean_decoder_is_refused(tiny_cfg):
     cfg.method.decode = "lean"
     with pytest.raises(ConfigError, match="pass method.decode=hf"):
         validate(cfg)
+
+
+def test_zero3_reference_model_gives_a_growing_kl(worker_runs):
+    """beta > 0 under ZeRO-3: the reference is a full frozen copy taken before sharding, so KL is 0 then > 0."""
+    kl = [m["policy/kl"] for m in worker_runs["rft-zero3-kl"]["metrics"]]
+    assert kl[0] == pytest.approx(0.0, abs=1e-7) and kl[-1] > 0
