@@ -125,7 +125,7 @@ class ModelSpec:
     """What `load_model` needs; mirrors the model config schema without importing it.
 
     Attributes:
-        id: Hub id (e.g. "Qwen/Qwen2-VL-2B-Instruct") or the name of a built-in preset ("tiny", "tiny_20m").
+        id: Hub id (e.g. "Qwen/Qwen2-VL-2B-Instruct") or the name of a built-in preset ("tiny", "small", "tiny_20m").
         path: Local directory that overrides `id`; None to use the hub cache (or the built-in cache).
         builtin: True for presets built locally from a config.
         seed: Weight-init seed of a built-in preset.
