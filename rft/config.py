@@ -400,7 +400,9 @@ class DistConfig:
     offload_params: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.backend in ("none", "deepspeed"), f"dist.backend={self.backend!r} must be none or deepspeed")
+        _require(
+            self.backend in ("none", "deepspeed"), f"dist.backend={self.backend!r} must be none or deepspeed"
+        )
         _require(self.zero_stage in (2, 3), f"dist.zero_stage must be 2 or 3, got {self.zero_stage}")
         _require(
             not self.offload_params or self.zero_stage == 3,

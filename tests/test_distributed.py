@@ -229,8 +229,11 @@ def test_lora_adapter_merges_into_a_standalone_model(tiny_cfg, tmp_path):
     sft.train(cfg, task, train, model, processor, tracker)
     model.save_pretrained(tmp_path / "adapter")
     merged_dir = merge(tmp_path / "adapter", tmp_path / "merged")
-    merged, _ = models.load_model(models.ModelSpec(**{**pipeline.model_spec(cfg).__dict__, "builtin": False,
-                                                      "path": str(merged_dir), "lora": None}))
+    merged, _ = models.load_model(
+        models.ModelSpec(
+            **{**pipeline.model_spec(cfg).__dict__, "builtin": False, "path": str(merged_dir), "lora": None}
+        )
+    )
     assert not models.is_lora(merged)
     ids = torch.tensor([[1, 2, 3, 4]])
     model.eval()
@@ -243,10 +246,21 @@ def test_zero2_two_rank_resume_is_bit_identical(tmp_path):
     """Issue 7 x issue 3: a 2-rank ZeRO-2 run resumed from its step-2 checkpoint ends bitwise equal."""
     from safetensors.torch import load_file
 
-    common = [str(REPO / "experiments/run.py"), "dist=zero2", "logger=none", "method.micro_batch_size=4",
-              "method.steps=4", "method.max_new_tokens=8", "task.train_size=16", "task.test_size=2",
-              "task.image_size=56", "budget.size=8", "checkpoint.every=2", "checkpoint.keep_last=3",
-              f"results_csv={tmp_path}/results.csv"]
+    common = [
+        str(REPO / "experiments/run.py"),
+        "dist=zero2",
+        "logger=none",
+        "method.micro_batch_size=4",
+        "method.steps=4",
+        "method.max_new_tokens=8",
+        "task.train_size=16",
+        "task.test_size=2",
+        "task.image_size=56",
+        "budget.size=8",
+        "checkpoint.every=2",
+        "checkpoint.keep_last=3",
+        f"results_csv={tmp_path}/results.csv",
+    ]
     launch([*common, f"hydra.run.dir={tmp_path}/A"], nproc=2)
     launch([*common, f"hydra.run.dir={tmp_path}/B", f"resume={tmp_path}/A/checkpoints/step_000002"], nproc=2)
     a = load_file(tmp_path / "A/checkpoints/step_000004/model.safetensors")
