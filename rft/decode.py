@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rft.rollout import Prompts, completion_mask, suppressed_token_ids
+from rft.rollout import Prompts, completion_mask, prefill, suppressed_token_ids
 
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
@@ -170,22 +170,7 @@ def _sample(
     prompt_index = torch.arange(B, device=dev).repeat_interleave(G)  # [N]
 
     # Prefill: the B prompts once (vision tower included), keeping their K/V and last-position logits.
-    position_ids, _ = model.model.get_rope_index(
-        prompts.input_ids,
-        prompts.mm_token_type_ids,
-        image_grid_thw=prompts.image_grid_thw,
-        attention_mask=prompts.attention_mask,
-    )  # [3, B, P]
-    out = model(
-        input_ids=prompts.input_ids,
-        attention_mask=prompts.attention_mask,
-        mm_token_type_ids=prompts.mm_token_type_ids,
-        pixel_values=prompts.pixel_values,
-        image_grid_thw=prompts.image_grid_thw,
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    out, position_ids = prefill(model, prompts)  # position_ids [3, B, P]
     next_pos = position_ids.amax(dim=(0, 2))[prompt_index] + 1  # [N] M-RoPE position of the first new token
     dtype = lm.embed_tokens.weight.dtype
     keys, values = [], []

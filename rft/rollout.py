@@ -238,6 +238,33 @@ def select_prompts(prompts: Prompts, rows: list[int]) -> Prompts:
     )
 
 
+def prefill(model, prompts: Prompts):
+    """Run the prompts once (vision tower included) at their M-RoPE positions, keeping K/V and the last logits.
+
+    Shared by the lean decoder and the shared-prompt log-prob forward.
+
+    Returns:
+        (model output with `.cache` and last-position `.logits` [B, 1, V], position_ids [3, B, P]).
+    """
+    position_ids, _ = model.model.get_rope_index(
+        prompts.input_ids,
+        prompts.mm_token_type_ids,
+        image_grid_thw=prompts.image_grid_thw,
+        attention_mask=prompts.attention_mask,
+    )  # [3, B, P]
+    out = model(
+        input_ids=prompts.input_ids,
+        attention_mask=prompts.attention_mask,
+        mm_token_type_ids=prompts.mm_token_type_ids,
+        pixel_values=prompts.pixel_values,
+        image_grid_thw=prompts.image_grid_thw,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out, position_ids
+
+
 def shared_prompt_logprobs(
     model,
     prompts: Prompts,
@@ -262,22 +289,7 @@ def shared_prompt_logprobs(
     )  # [M] row -> its prompt in `unique`
     sub = select_prompts(prompts, unique)
     T = completion_ids.shape[1]
-    position_ids, _ = model.model.get_rope_index(
-        sub.input_ids,
-        sub.mm_token_type_ids,
-        image_grid_thw=sub.image_grid_thw,
-        attention_mask=sub.attention_mask,
-    )  # [3, U, P]
-    prefix = model(
-        input_ids=sub.input_ids,
-        attention_mask=sub.attention_mask,
-        mm_token_type_ids=sub.mm_token_type_ids,
-        pixel_values=sub.pixel_values,
-        image_grid_thw=sub.image_grid_thw,
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    prefix, position_ids = prefill(model, sub)  # position_ids [3, U, P]
     logits = prefix.logits[local]  # [M, 1, V] the prompt's last position predicts completion token 0
     if T > 1:
         cache = prefix.cache
