@@ -474,8 +474,39 @@ GRID = [(G, T, image) for image in (56, 112) for T in (32, 64, 128) for G in (4,
 CROSS = [(4, 64, 56), (8, 64, 56), (16, 64, 56), (8, 32, 56), (8, 128, 56), (8, 64, 112), (16, 128, 112)]
 
 
-def grid(spec, points: list[tuple[int, int, int]], warmup: int, rounds: int, k: int) -> None:
-    """Ours vs TRL at each (G, T, image side) point, as markdown table rows."""
+def plot_scaling(rows: list[dict], path: Path) -> None:
+    """Ours vs TRL step time along each axis around the headline point (G=8, T=64, 56x56), one panel per axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = {"G": 8, "T": 64, "image": 56}
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, axis in zip(axes, ("G", "T", "image"), strict=True):
+        line = sorted(
+            (r for r in rows if all(r[a] == base[a] for a in base if a != axis)), key=lambda r: r[axis]
+        )
+        xs = [r[axis] for r in line]
+        ax.plot(xs, [r["ours_s"] for r in line], "o-", label="ours")
+        ax.plot(xs, [r["trl_s"] for r in line], "s-", label="TRL GRPOTrainer")
+        ax.set_xlabel(
+            {"G": "G (completions per prompt)", "T": "new tokens", "image": "image side (px)"}[axis]
+        )
+        ax.set_ylabel("s / step")
+        ax.set_xticks(xs)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("GRPO step time, tiny_20m on 2 CPU cores (other axes at G=8, T=64, 56x56)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def grid(
+    spec, points: list[tuple[int, int, int]], warmup: int, rounds: int, k: int, plot: Path | None = None
+) -> None:
+    """Ours vs TRL at each (G, T, image side) point, as markdown table rows (and a PNG when `plot` is set)."""
+    rows = []
     print(
         "\n| G | T | image | prompt tokens | ours s/step | TRL s/step | ours/TRL | ours rollout | ours update |"
     )
@@ -489,6 +520,10 @@ def grid(spec, points: list[tuple[int, int, int]], warmup: int, rounds: int, k: 
             f"{ph.get('timing/update_s', 0):.3f} |",
             flush=True,
         )
+        rows.append({"G": G, "T": T, "image": image, "ours_s": r["ours_s"], "trl_s": r["trl_s"]})
+    if plot is not None:
+        plot_scaling(rows, plot)
+        print(f"plot: {plot}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -496,6 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--levers", action="store_true", help="measure each optimisation in isolation")
     ap.add_argument("--grid", action="store_true", help="ours vs TRL over G x T x pixels (18 points)")
     ap.add_argument("--cross", action="store_true", help="ours vs TRL, one axis at a time (7 points)")
+    ap.add_argument("--plot", type=Path, default=None, help="with --grid/--cross: also save a PNG here")
     ap.add_argument("--group", type=int, default=8, help="G, completions per prompt")
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per completion (min = max)")
     ap.add_argument("--image", type=int, default=56, help="image side in pixels")
@@ -513,7 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.levers:
         levers(spec, args.group, args.tokens, args.image, args.reps)
     elif args.grid or args.cross:
-        grid(spec, GRID if args.grid else CROSS, args.warmup, args.rounds, args.k)
+        grid(spec, GRID if args.grid else CROSS, args.warmup, args.rounds, args.k, args.plot)
     else:
         r = head_to_head(
             spec, args.group, args.tokens, args.image, args.warmup, args.rounds, args.k, floor=True
