@@ -65,6 +65,7 @@ from rft.tasks import (
     _draw_shape,
     _noisy_background,
     format_options,
+    render_glyph,
 )
 
 log = logging.getLogger(__name__)
@@ -154,20 +155,7 @@ def _draw_corpus_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: flo
 
 def _glyph(shape: str, dots: int, rng: random.Random) -> Image.Image:
     """A glyph as rft.tasks.render_glyph draws it (same nuisances and dot layout), for any silhouette and 1-6 dots."""
-    size = IMAGE_SIZE
-    img = _noisy_background(rng, size)
-    draw = ImageDraw.Draw(img)
-    r = size * rng.uniform(0.28, 0.36)
-    cx = size / 2 + rng.uniform(-0.08, 0.08) * size
-    cy = size / 2 + rng.uniform(-0.08, 0.08) * size
-    colour = COLOURS[rng.choice(sorted(COLOURS))]
-    _draw_corpus_shape(draw, shape, cx, cy, r, colour)
-    dot_r = max(2.0, size / 28)
-    span = 1.1 * r
-    for i in range(dots):
-        x = cx - span / 2 + span * (i + 0.5) / dots
-        draw.ellipse((x - dot_r, cy + 0.2 * r - dot_r, x + dot_r, cy + 0.2 * r + dot_r), fill=(255, 255, 255))
-    return img
+    return render_glyph(f"{shape}-{dots}", rng, IMAGE_SIZE, draw_shape=_draw_corpus_shape)
 
 
 def _glyph_parts(rng: random.Random) -> tuple[str, int]:
