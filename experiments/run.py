@@ -26,6 +26,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from experiments.schemas import to_run_config  # noqa: E402  (importing it registers the schemas)
+from rft import distributed  # noqa: E402
 from rft.checkpoint import Interrupted  # noqa: E402
 from rft.config import ConfigError  # noqa: E402
 from rft.pipeline import axes, run  # noqa: E402
@@ -64,6 +65,8 @@ def main(dcfg: DictConfig) -> float:
         record_failure(cfg, run_dir, err)
         log.exception("job %s failed; recorded with status=failed, the sweep goes on", run_dir.name)
         return float("nan")
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        distributed.shutdown()  # a multirun's next job in this process still needs the group
     if int(os.environ.get("RANK", "0")) == 0:
         print(results_table(record))
     return float(record.get("eval/accuracy", 0.0))

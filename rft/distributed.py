@@ -47,6 +47,19 @@ def init(backend: str) -> None:
         deepspeed.init_distributed()
 
 
+def shutdown() -> None:
+    """Leave the process group at the end of a run: all ranks meet, then tear down the communicators.
+
+    Without it the communicator threads are still running when the interpreter exits, and a rank can abort with
+    "terminate called without an active exception" after its work is done (seen under torchrun with gloo).
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def mean_over_ranks(value: float) -> float:
     """The mean of a per-rank scalar over all ranks (the value itself with one rank)."""
     import torch
