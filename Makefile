@@ -21,8 +21,8 @@ help:  ## list the targets
 
 venv: .venv/.installed  ## create .venv and install the pinned dependencies (first use only)
 
-demo: venv  ## the embedded default: GRPO on the tiny VLM + synthetic spatial task, then eval (< 5 min on 2 cores)
-	$(PY) experiments/run.py
+demo: tiny-base  ## GRPO on the pretrained tiny VLM (tiny_base) + synthetic spatial task, then eval and a result table
+	$(PY) experiments/run.py model=tiny_base
 
 test: venv  ## the whole test suite (unit, config, smoke, learning); what CI runs
 	WANDB_MODE=offline $(PY) -m pytest -q

@@ -226,15 +226,22 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         raise ValueError(shape)
 
 
-def render_glyph(label: str, rng: random.Random, size: int, draw_shape=_draw_shape) -> Image.Image:
+def render_glyph(
+    label: str,
+    rng: random.Random,
+    size: int,
+    draw_shape=_draw_shape,
+    scale: tuple[float, float] = (0.28, 0.36),
+) -> Image.Image:
     """A glyph of class `label` ("<shape>-<dots>"): silhouette plus small white dots along its middle.
 
-    `draw_shape(draw, shape, cx, cy, r, fill)` draws the silhouette; the testbed passes one with extra shapes.
+    `draw_shape(draw, shape, cx, cy, r, fill)` draws the silhouette and `scale` bounds its radius (a fraction of
+    `size`); the testbed passes extra shapes and other sizes.
     """
     shape, dots = label.rsplit("-", 1)
     img = _noisy_background(rng, size)
     draw = ImageDraw.Draw(img)
-    r = size * rng.uniform(0.28, 0.36)
+    r = size * rng.uniform(*scale)
     cx = size / 2 + rng.uniform(-0.08, 0.08) * size
     cy = size / 2 + rng.uniform(-0.08, 0.08) * size
     colour = COLOURS[rng.choice(sorted(COLOURS))]

@@ -1,36 +1,44 @@
 """`model=tiny_base`: a small Qwen2-VL, briefly pretrained on CPU so that it starts with partial skill.
 
 A random-init tiny model never emits the answer format, so every GRPO group has zero reward variance and RFT
-cannot move; comparing RFT with SFT on it says nothing. `tiny_base` is the `small` preset (rft.models.TINY_PRESETS)
-after a few minutes of the suite's own SFT loop (`rft.sft.train`, unchanged) on a synthetic corpus in the target
-tasks' output format with short think traces (`<think> kite 5 dots </think> <answer>kite-5</answer>`; a quarter of
-the samples use the answer-only prompt and target, so `reward=nothink` is in distribution too). The corpus teaches
-the perception the targets need (silhouette, dot count, where one object is relative to another) on held-out
-combinations:
+cannot move; comparing RFT with SFT on it says nothing. `tiny_base` is the `small` preset (rft.models.TINY_PRESETS,
+with an M-RoPE that lets the LM see where image tokens are) after ~9 CPU-minutes of the suite's own SFT loop
+(`rft.sft.train`, unchanged) on a synthetic corpus in the target tasks' output format with short think traces. A
+quarter of the samples use the answer-only prompt and target, so `reward=nothink` is in distribution too. The
+corpus teaches the perception the targets need (silhouette, dot count, which object is on which side) on images
+of its own, at object sizes the targets never draw:
 
 - glyph_model: fgvc_synth's own classification prompt ("This is an image containing a glyph. Please identify the
-  model of the glyph ..."), answered "<silhouette>-<dots>" -- but only for glyphs that are not fgvc_synth classes:
-  the corpus-only silhouettes (hex, oval, pent, slab) with 1-6 dots, and fgvc_synth's silhouettes with 5-6 dots.
+  model of the glyph ..."), answered "<silhouette>-<dots>" over 8 silhouettes (fgvc_synth's 4 and the corpus-only
+  hex, oval, pent, slab) with 1-6 dots: 48 names, fgvc_synth's 16 classes among them.
 - glyph_dots / glyph_silhouette: "How many white dots does this glyph carry?" / "What silhouette does this glyph
-  have?" over every silhouette with 1-6 dots. All three glyph questions share one trace, "<silhouette> <n> dots",
-  so the trace describes the glyph whatever the question and the class name copies it.
+  have?". All three glyph questions share one trace, "<silhouette> <n> dots", so the trace describes the glyph
+  whatever the question and the class name copies it.
 - relation: sat_synth's question form ("Is the A to the left or to the right of the B?", "above or below", options
-  shuffled), but every pair has a kite or a corpus-only colour (pink, brown, cyan), objects sat_synth never draws.
-- position ("Is the red circle left or right of the centre?") and colour ("What colour is the square?").
+  shuffled) over pairs of sat_synth's 18 objects (6 colours x circle, square, triangle).
+  The trace describes the scene in image order, then restates the asked-about object with its side: "green kite
+  above yellow circle below so yellow circle below".
 
-Disjointness from the target tasks (fgvc_synth, sat_synth), by construction and tested in tests/test_testbed.py:
+What separates the corpus from the target tasks (fgvc_synth, sat_synth), tested in tests/test_testbed.py:
 1. Images: every corpus image is drawn from an RNG seeded `testbed-<seed>-<kind>-<i>`; the targets seed theirs
    `fgvc_synth-...` / `sat_synth-...`, so no image is shared (the test compares the bytes of every image).
-2. Questions: no corpus question is a target question (sat_synth never asks about a kite or a corpus colour;
-   fgvc_synth's questions are the bare template), and no (prompt, answer) pair is shared: a glyph_model prompt is
-   fgvc_synth's, but its answer never is a fgvc_synth class.
-3. Labels: the corpus never names a fgvc_synth class (1-4 dots on delta, box, orb, kite), neither as an answer
-   nor as a trace. Zero-shot fgvc_synth skill therefore needs composition (a target silhouette with 1-4 dots,
-   described and named as the corpus names other glyphs), and sat_synth skill needs the relation between objects
-   to transfer to pairs of objects the corpus never asks about. That is the "partial skill" a base model should
-   have: above chance, below ceiling.
+2. Rendering: the corpus draws objects at sizes the targets never draw (relation objects at radius 0.09-0.11 or
+   0.13-0.22 of the image side, sat_synth's at 0.12; glyphs at 0.20-0.27 or 0.37-0.42, fgvc_synth's at
+   0.28-0.36; the test measures them in the images). Zero-shot skill therefore has to carry over a size shift.
+3. Shared on purpose: the prompt templates, the object and glyph vocabulary, so question strings and class names
+   recur (as a real VLM's pretraining names aircraft and objects that benchmarks ask about). tiny_base v2 and
+   v3 also kept the names apart (no fgvc_synth class name, no sat_synth object pair); the v3 model then answered
+   64% of held-out corpus relations right but only 46% of sat_synth's (2-way), and no fgvc_synth glyph -- see
+   docs/tiny_study.md.
 
-The result is cached under `cache_dir`, keyed by a hash of everything that determines it (the `tiny` preset's
+What the traces imply for the study (docs/tiny_study.md): the relation trace splits the question into steps this
+small LM can learn -- name the objects in image order, then look the asked-about object up in its own trace.
+Trained answer-only, the same model stayed at chance on relations in every probe. With traced relations in the
+corpus, tiny_base answers sat_synth zero-shot at 66.4% with the think prompt and 64.1% answer-only, so the skill
+reaches the no-think prompt too; still, the corpus, not the paper's mechanism, decides what thinking is worth to
+this model, and the thinking ablation on it should be read that way.
+
+The result is cached under `cache_dir`, keyed by a hash of everything that determines it (the base preset's
 key, the corpus and SFT settings, the seed), written to a temp folder and renamed into place.
 
     python -m rft.testbed --cache-dir ~/.cache/rft-suite/models     # `make tiny-base`
@@ -53,7 +61,6 @@ from PIL import Image, ImageDraw
 
 from rft.tasks import (
     COLOURS,
-    GLYPH_CLASSES,
     GLYPH_SHAPES,
     MC_NOTHINK_INSTRUCTION,
     MC_THINK_INSTRUCTION,
@@ -71,7 +78,7 @@ from rft.tasks import (
 log = logging.getLogger(__name__)
 
 # Bump when the corpus, its prompts or the pretraining recipe change: it is part of the cache key.
-TESTBED_VERSION = 2
+TESTBED_VERSION = 5
 # The architecture tiny_base starts from (rft.models.TINY_PRESETS).
 BASE_PRESET = "small"
 # Rendered image side: the same as the target tasks' default, so the pixel budget matches.
@@ -83,12 +90,16 @@ NOTHINK_FRACTION = 0.25
 EXTRA_SILHOUETTES = ("hex", "oval", "pent", "slab")
 # The object noun of the corpus's classification questions (fgvc_synth's own template and noun).
 GLYPH_NOUN = "a glyph"
-# Colours only the corpus uses; with the kite they make object pairs sat_synth never asks about.
-EXTRA_COLOURS = {"pink": (240, 120, 180), "brown": (130, 80, 40), "cyan": (40, 190, 210)}
-CORPUS_COLOURS = {**COLOURS, **EXTRA_COLOURS}
-RELATION_OBJECTS = [(c, s) for c in sorted(CORPUS_COLOURS) for s in OBJECT_SHAPES + ("kite",)]
+RELATION_OBJECTS = [(c, s) for c in sorted(COLOURS) for s in OBJECT_SHAPES]
+# Object radius as a fraction of the image side, drawn per sample from one of these ranges. sat_synth draws 0.12
+# and the corpus never does; the larger objects are what lets the LM find objects at all (answer-only "left or
+# right of the centre?" stayed at chance after 800 steps with r = 0.12 only, and reached 96% on r = 0.12 after 400
+# steps with r drawn from 0.10-0.30).
+RELATION_SCALES = ((0.09, 0.11), (0.13, 0.22))
+# Glyph radius ranges; fgvc_synth draws 0.28-0.36.
+GLYPH_SCALES = ((0.20, 0.27), (0.37, 0.42))
 # The SFT recipe (rft.config.SFTConfig fields); `steps` sets the corpus size: one epoch of steps x batch_size.
-PRETRAIN = dict(steps=240, batch_size=16, micro_batch_size=16, lr=2e-3, warmup_ratio=0.05, max_grad_norm=1.0)
+PRETRAIN = dict(steps=6000, batch_size=8, micro_batch_size=8, lr=1e-3, warmup_ratio=0.05, max_grad_norm=1.0)
 # Answer-slot words of the open-question format example, per corpus question type.
 SLOTS = {
     "colour": "colour name",
@@ -115,28 +126,6 @@ class CorpusTask(Task):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _objects(rng: random.Random, n: int) -> list[tuple[str, str]]:
-    """n (colour, shape) pairs with distinct colours and distinct shapes, so a colour or a shape names one."""
-    colours = rng.sample(sorted(COLOURS), n)
-    shapes = rng.sample(OBJECT_SHAPES + ("kite",), n)
-    return list(zip(colours, shapes, strict=True))
-
-
-def _scene(rng: random.Random, objects: list[tuple[str, str]], r: float) -> tuple[Image.Image, list]:
-    """Objects at random non-overlapping positions; returns the image and the centres."""
-    img = _noisy_background(rng, IMAGE_SIZE)
-    draw = ImageDraw.Draw(img)
-    centres: list[tuple[float, float]] = []
-    for colour, shape in objects:
-        for _ in range(100):
-            x, y = rng.uniform(r + 2, IMAGE_SIZE - r - 2), rng.uniform(r + 2, IMAGE_SIZE - r - 2)
-            if all((x - a) ** 2 + (y - b) ** 2 > (2.2 * r) ** 2 for a, b in centres):
-                break
-        centres.append((x, y))
-        _draw_corpus_shape(draw, shape, x, y, r, CORPUS_COLOURS[colour])
-    return img, centres
-
-
 def _draw_corpus_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
     """The target tasks' shapes (rft.tasks._draw_shape) plus the corpus-only glyph silhouettes."""
     if shape == "hex":
@@ -154,16 +143,15 @@ def _draw_corpus_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: flo
 
 
 def _glyph(shape: str, dots: int, rng: random.Random) -> Image.Image:
-    """A glyph as rft.tasks.render_glyph draws it (same nuisances and dot layout), for any silhouette and 1-6 dots."""
-    return render_glyph(f"{shape}-{dots}", rng, IMAGE_SIZE, draw_shape=_draw_corpus_shape)
+    """A glyph as rft.tasks.render_glyph draws it (same nuisances and dot layout), for any silhouette and 1-6 dots,
+    at a size fgvc_synth never draws (GLYPH_SCALES)."""
+    scale = rng.choice(GLYPH_SCALES)
+    return render_glyph(f"{shape}-{dots}", rng, IMAGE_SIZE, draw_shape=_draw_corpus_shape, scale=scale)
 
 
 def _glyph_parts(rng: random.Random) -> tuple[str, int]:
-    """A (silhouette, dots) pair that is never a fgvc_synth class: a target silhouette only with 5-6 dots."""
-    while True:
-        shape, dots = rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, 6)
-        if f"{shape}-{dots}" not in GLYPH_CLASSES:
-            return shape, dots
+    """A (silhouette, dots) pair: any silhouette, 1-6 dots (so fgvc_synth's class names are among them)."""
+    return rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, 6)
 
 
 def _trace(shape: str, dots: int) -> str:
@@ -193,14 +181,15 @@ def gen_glyph_silhouette(rng: random.Random):
 
 
 def gen_relation(rng: random.Random):
-    """sat_synth's question form over object pairs it never asks about (one object is a kite or a corpus colour)."""
-    while True:
-        names = rng.sample(RELATION_OBJECTS, 2)
-        if any(c in EXTRA_COLOURS or s == "kite" for c, s in names):
-            break
+    """sat_synth's question form, at object sizes it never draws (RELATION_SCALES).
+
+    As in sat_synth, the two objects sit on either side of the image's middle along the asked axis. The trace first describes the scene in image order, then
+    restates the asked-about object with its side: "red circle above blue kite below so blue kite below".
+    """
+    names = rng.sample(RELATION_OBJECTS, 2)
     img = _noisy_background(rng, IMAGE_SIZE)
     draw = ImageDraw.Draw(img)
-    r = IMAGE_SIZE * 0.12
+    r = IMAGE_SIZE * rng.uniform(*rng.choice(RELATION_SCALES))
     horizontal = rng.random() < 0.5
     lo, hi = r + 2, IMAGE_SIZE - r - 2
     a_main, b_main = rng.uniform(lo, IMAGE_SIZE / 2 - r), rng.uniform(IMAGE_SIZE / 2 + r, hi)
@@ -214,41 +203,15 @@ def gen_relation(rng: random.Random):
         pos = ((a_off, a_main), (b_off, b_main))
         answer, options = ("above" if a_main < b_main else "below"), ["above", "below"]
     for (colour, shape), (x, y) in zip(names, pos, strict=True):
-        _draw_corpus_shape(draw, shape, x, y, r, CORPUS_COLOURS[colour])
+        _draw_corpus_shape(draw, shape, x, y, r, COLOURS[colour])
     rng.shuffle(options)
     (ca, sa), (cb, sb) = names
     relation = "to the left or to the right of" if horizontal else "above or below"
     question = f"Is the {ca} {sa} {relation} the {cb} {sb}?"
-    return (img,), question, answer, tuple(options), f"{ca} {sa} is {answer}"
-
-
-def gen_position(rng: random.Random):
-    objects = _objects(rng, rng.choice((1, 2)))
-    r = IMAGE_SIZE * 0.12
-    # Keep every centre clearly off the middle line of the asked axis.
-    for _ in range(100):
-        img, centres = _scene(rng, objects, r)
-        axis = rng.choice((0, 1))
-        k = rng.randrange(len(objects))
-        if abs(centres[k][axis] - IMAGE_SIZE / 2) > 0.1 * IMAGE_SIZE:
-            break
-    colour, shape = objects[k]
-    low = centres[k][axis] < IMAGE_SIZE / 2
-    if axis == 0:
-        answer, options = ("left" if low else "right"), ["left", "right"]
-        question = f"Is the {colour} {shape} left or right of the centre?"
-    else:
-        answer, options = ("above" if low else "below"), ["above", "below"]
-        question = f"Is the {colour} {shape} above or below the centre?"
-    rng.shuffle(options)
-    return (img,), question, answer, tuple(options), f"{colour} {shape} is {answer}"
-
-
-def gen_colour(rng: random.Random):
-    objects = _objects(rng, rng.choice((1, 2)))
-    img, _ = _scene(rng, objects, IMAGE_SIZE * 0.14)
-    colour, shape = rng.choice(objects)
-    return (img,), f"What colour is the {shape}?", colour, (), f"the {shape} is {colour}"
+    first_side, second_side = ("left", "right") if horizontal else ("above", "below")
+    first, second = (f"{ca} {sa}", f"{cb} {sb}") if a_main < b_main else (f"{cb} {sb}", f"{ca} {sa}")
+    trace = f"{first} {first_side} {second} {second_side} so {ca} {sa} {answer}"
+    return (img,), question, answer, tuple(options), trace
 
 
 GENERATORS = {
@@ -256,21 +219,27 @@ GENERATORS = {
     "glyph_dots": gen_glyph_dots,
     "glyph_silhouette": gen_glyph_silhouette,
     "relation": gen_relation,
-    "position": gen_position,
-    "colour": gen_colour,
 }
-# The order question types take turns in (so a corpus prefix has the mix): weighted toward the two target forms.
-ROTATION = (
-    "glyph_model", "relation", "glyph_dots", "glyph_model", "relation", "glyph_silhouette",
-    "glyph_model", "relation", "position", "glyph_model", "relation", "colour",
-)  # fmt: skip
+# Pretraining runs in two phases, each one `rft.sft.train` call over its own corpus slice: (fraction of the steps,
+# the order question types take turns in). Glyphs first; then mostly relations, with glyphs replayed. In probes on
+# mixed corpora, each skill was learned only from a large enough block of its own samples (4000 steps of a 5:5:2
+# relation:glyph:colour mix learned neither), so the harder skill, relations, gets the larger, later block.
+PHASES = (
+    (1 / 4, ("glyph_model", "glyph_silhouette", "glyph_model", "glyph_dots")),
+    (3 / 4, ("relation", "relation", "relation", "glyph_model")),
+)
+# Every question type, for corpus samples outside a phase (tests, inspection).
+ROTATION = tuple(kind for _, rotation in PHASES for kind in rotation)
 
 
-def make_corpus(size: int, seed: int) -> CorpusTask:
-    """`size` corpus samples, question types in rotation, every image from its own `testbed-...` rng."""
+def make_corpus(size: int, seed: int, rotation: tuple[str, ...] = ROTATION, offset: int = 0) -> CorpusTask:
+    """`size` corpus samples, question types in `rotation`, every image from its own `testbed-...` rng.
+
+    `offset` numbers the samples from there, so the phases of one build never share a sample.
+    """
     rows = []
-    for i in range(size):
-        kind = ROTATION[i % len(ROTATION)]
+    for i in range(offset, offset + size):
+        kind = rotation[i % len(rotation)]
         rng = random.Random(f"testbed-{seed}-{kind}-{i}")
         images, question, answer, options, rationale = GENERATORS[kind](rng)
         think = rng.random() >= NOTHINK_FRACTION
@@ -299,13 +268,15 @@ def tiny_base_dir(cache_dir: Path, seed: int, steps: int) -> Path:
 
     base = models.tiny_model_dir(BASE_PRESET, seed, cache_dir).name
     recipe = {**PRETRAIN, "steps": steps}
-    key = json.dumps([base, TESTBED_VERSION, recipe, NOTHINK_FRACTION, IMAGE_SIZE, seed], sort_keys=True)
+    key = json.dumps(
+        [base, TESTBED_VERSION, recipe, PHASES, NOTHINK_FRACTION, IMAGE_SIZE, seed], sort_keys=True
+    )
     name = "tiny_base" if steps == PRETRAIN["steps"] else f"tiny_base{steps}"
     return cache_dir / f"{name}-s{seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
 def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) -> Path:
-    """Build (once) and return the folder of tiny_base: `tiny` + `steps` SFT steps on the corpus.
+    """Build (once) and return the folder of tiny_base: `small` + `steps` SFT steps on the corpus, in PHASES.
 
     Args:
         cache_dir: The model cache (model.cache_dir); `tiny` is built there too if missing.
@@ -313,7 +284,7 @@ def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) ->
         steps: SFT steps (default PRETRAIN["steps"]); tests pass a few to build a reduced model quickly.
 
     Returns:
-        A folder saved with save_pretrained (model, tokenizer, processor, pretrain_metrics.jsonl).
+        A folder saved with save_pretrained (model, tokenizer, processor), plus pretrain/phase<k>/metrics.jsonl.
     """
     from rft import models, sft
     from rft.config import LoggerConfig, RunConfig, SFTConfig
@@ -353,17 +324,23 @@ def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) ->
         logger=LoggerConfig(backend="none"),
         seed=seed,
     )
-    corpus = make_corpus(steps * batch, seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=cache_dir))
     try:
         torch.manual_seed(seed)
-        tracker = Tracker(
-            tmp / "pretrain", enabled=True, backend="none", project="", name="tiny_base", mode="disabled",
-            config={}, axes={},
-        )  # fmt: skip
-        stats, _ = sft.train(cfg, corpus, corpus.split("train"), model, processor, tracker)
-        tracker.finish()
-        log.info("tiny_base pretraining done: %s", stats)
+        offset = 0
+        for k, (fraction, rotation) in enumerate(PHASES, 1):
+            n = max(1, round(fraction * steps)) * batch
+            corpus = make_corpus(n, seed, rotation, offset)
+            offset += n
+            tracker = Tracker(
+                tmp / "pretrain" / f"phase{k}", enabled=True, backend="none", project="", name="tiny_base",
+                mode="disabled", config={}, axes={},
+            )  # fmt: skip
+            stats, _ = sft.train(cfg, corpus, corpus.split("train"), model, processor, tracker)
+            tracker.finish()
+            log.info(
+                "tiny_base pretraining phase %d (%s) done: %s", k, ", ".join(sorted(set(rotation))), stats
+            )
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         os.replace(tmp, out)

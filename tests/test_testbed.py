@@ -10,16 +10,18 @@ import csv
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rft import models, testbed
 from rft.sft import sft_target
-from rft.tasks import GLYPH_CLASSES, build_task
+from rft.tasks import COLOURS, build_task
 
 REPO = Path(__file__).resolve().parents[1]
 # A reduced tiny_base for tests (the real one, PRETRAIN["steps"], is built by `make tiny-base`).
@@ -30,29 +32,47 @@ def image_digests(samples) -> set[str]:
     return {hashlib.sha1(img.tobytes()).hexdigest() for s in samples for img in s.images}
 
 
+def object_radius(image, rgb) -> float:
+    """Half the larger pixel extent of the `rgb`-coloured region, as a fraction of the image side."""
+    pixels = np.asarray(image.convert("RGB"))
+    ys, xs = np.nonzero((pixels == rgb).all(-1))
+    return max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) / 2 / pixels.shape[1]
+
+
 def test_corpus_is_disjoint_from_the_target_tasks():
+    """No corpus image is a target image, and the corpus draws its objects at sizes the targets never use."""
     corpus = testbed.make_corpus(480, seed=0)
     rows = corpus.split("train")
     # The target tasks at their conf/task defaults (the splits every tiny run trains and evaluates on).
     fgvc = build_task("fgvc_synth", train_size=32, test_size=8, image_size=112)
     sat = build_task("sat_synth", train_size=512, test_size=128, image_size=112)
     targets = [s for t in (fgvc, sat) for split in ("train", "test") for s in t.split(split)]
-
     assert not image_digests(rows) & image_digests(targets), "a corpus image equals a target image"
-    target_pairs = {
-        (t.prompt(s, think), s.answer)
-        for t in (fgvc, sat)
-        for split in ("train", "test")
-        for s in t.split(split)
-        for think in (True, False)
-    }
-    corpus_pairs = {(corpus.prompt(s, True), s.answer) for s in rows}
-    assert not corpus_pairs & target_pairs
-    target_questions = {s.question for s in targets}
-    assert not {s.question for s in rows} & target_questions
-    # No fgvc_synth class name is ever an answer or part of a trace.
-    assert not {s.answer for s in rows} & set(GLYPH_CLASSES)
-    assert not {s.rationale.replace(" ", "-") for s in rows} & set(GLYPH_CLASSES)
+
+    def radii(samples, glyph: bool) -> list[float]:
+        out = []
+        for s in samples:
+            img = s.images[0]
+            if glyph:  # the glyph's colour is the most frequent non-background, non-white colour
+                colours = [c for c in img.convert("RGB").getcolors(1 << 16) if c[1] in COLOURS.values()]
+                out.append(object_radius(img, max(colours)[1]))
+            else:
+                names = re.findall(r"the (\w+) (?:circle|square|triangle|kite)", s.question)
+                if len(set(names)) == 2:  # same-coloured objects would merge into one region
+                    out += [object_radius(img, COLOURS[c]) for c in names]
+        return out
+
+    # sat_synth draws r = 0.12 (measured 0.120-0.125); the corpus draws 0.09-0.11 or 0.13-0.22 (measured <= 0.116
+    # or >= 0.134).
+    sat_r = radii(sat.split("test"), glyph=False)
+    assert sat_r and all(0.119 < r < 0.127 for r in sat_r), (min(sat_r), max(sat_r))
+    corpus_r = radii([s for s in rows if s.qtype == "relation"], glyph=False)
+    assert len(corpus_r) > 100 and not [r for r in corpus_r if 0.118 < r < 0.13]
+    # fgvc_synth draws r = 0.28-0.36; the corpus draws 0.20-0.27 or 0.37-0.42 (a pentagon measures 0.95 r).
+    fgvc_r = radii(fgvc.split("test"), glyph=True)
+    assert sum(0.285 < r < 0.345 for r in fgvc_r) > len(fgvc_r) / 2
+    corpus_r = radii([s for s in rows if s.qtype.startswith("glyph")], glyph=True)
+    assert len(corpus_r) > 100 and not [r for r in corpus_r if 0.285 < r < 0.345]
 
 
 def test_corpus_covers_every_question_type_and_both_prompts():
@@ -82,8 +102,11 @@ def tiny_base_dir():
 
 def test_tiny_base_builds_once_and_is_cached(tiny_base_dir):
     out, build_s, cache = tiny_base_dir
-    assert (out / "config.json").is_file() and (out / "pretrain" / "metrics.jsonl").is_file()
-    steps = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert (out / "config.json").is_file()
+    # One metrics file per pretraining phase; the phases' steps add up to the requested total.
+    phases = sorted((out / "pretrain").glob("phase*/metrics.jsonl"))
+    assert len(phases) == len(testbed.PHASES)
+    steps = [json.loads(line) for f in phases for line in f.read_text().splitlines()]
     assert len(steps) == TEST_STEPS
     mtime = (out / "config.json").stat().st_mtime
     t0 = time.perf_counter()
@@ -140,3 +163,46 @@ def test_failed_job_keeps_the_sweep_going(tmp_path):
     failed = json.loads(next((tmp_path / "sweep").glob("1_*/results.json")).read_text())
     assert failed["status"] == "failed"
     assert "recorded with status=failed" in proc.stderr + proc.stdout
+
+
+def test_relation_trace_describes_the_image_in_order():
+    """The trace names the objects in image order (left/top first) and restates the asked one with its side."""
+    rows = [
+        s for s in testbed.make_corpus(480, seed=0).split("train") if s.qtype == "relation" and s.rationale
+    ]
+    checked = 0
+    for s in rows:
+        # "<c1> <s1> <side> <c2> <s2> <side> so <c> <s> <answer>"
+        words = s.rationale.split()
+        assert words[6] == "so" and words[-1] == s.answer
+        a_name, b_name = " ".join(words[0:2]), " ".join(words[3:5])
+        assert (words[2], words[5]) in (("left", "right"), ("above", "below"))
+        asked_name = " ".join(words[7:9])
+        assert s.question.startswith(f"Is the {asked_name} ")
+        assert s.answer == (words[2] if asked_name == a_name else words[5])
+        # The first-named object really is left of (above) the second: compare the centroids of their colours.
+        ca, cb = a_name.split()[0], b_name.split()[0]
+        if ca == cb:
+            continue
+        pixels = np.asarray(s.images[0].convert("RGB"))
+        axis = 1 if words[2] == "left" else 0
+        centre = [np.argwhere((pixels == COLOURS[c]).all(-1))[:, axis].mean() for c in (ca, cb)]
+        assert centre[0] < centre[1], (s.rationale, centre)
+        checked += 1
+    assert checked > 40
+
+
+def test_small_preset_lets_the_lm_see_image_positions(tmp_path):
+    """tiny_base's base preset turns its height and width RoPE frequencies by > 0.1 rad per grid step."""
+    from transformers import AutoConfig
+
+    spec = models.ModelSpec(
+        id="small", path=None, builtin=True, seed=0, dtype="float32", attn_implementation="sdpa",
+        min_pixels=784, max_pixels=12544, trust_remote_code=False, cache_dir=str(tmp_path),
+    )  # fmt: skip
+    cfg = AutoConfig.from_pretrained(models.resolve_model_dir(spec)).text_config
+    theta, (t, h, w) = cfg.rope_parameters["rope_theta"], cfg.rope_parameters["mrope_section"]
+    half = cfg.hidden_size // cfg.num_attention_heads // 2
+    assert t + h + w == half
+    lowest_h, lowest_w = theta ** (-2 * (t + h - 1) / (2 * half)), theta ** (-2 * (half - 1) / (2 * half))
+    assert lowest_h > 0.1 and lowest_w > 0.1, (theta, (t, h, w))
