@@ -27,7 +27,7 @@ What separates the corpus from the target tasks (fgvc_synth, sat_synth), tested 
    0.28-0.36; the test measures them in the images). Zero-shot skill therefore has to carry over a size shift.
 3. Shared on purpose: the prompt templates, the object and glyph vocabulary, so question strings and class names
    recur (as a real VLM's pretraining names aircraft and objects that benchmarks ask about). tiny_base v2 and
-   v3 also kept the names apart (no fgvc_synth class name, no sat_synth object pair); the v3 model then answered
+   v3 also kept the names apart (no fgvc_synth class name, no sat_synth object pair); the v3b model then answered
    64% of held-out corpus relations right but only 46% of sat_synth's (2-way), and no fgvc_synth glyph -- see
    docs/tiny_study.md.
 
