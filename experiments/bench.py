@@ -226,11 +226,7 @@ def naive_logprobs(model, prompts, prompt_index, ids, mask, keep_all_logits: boo
 def hf_generate(model, tok, prompts, G, T, cache_implementation=None):
     with torch.no_grad():
         return model.generate(
-            input_ids=prompts.input_ids,
-            attention_mask=prompts.attention_mask,
-            mm_token_type_ids=prompts.mm_token_type_ids,
-            pixel_values=prompts.pixel_values,
-            image_grid_thw=prompts.image_grid_thw,
+            **prompts.model_inputs(),
             do_sample=True,
             temperature=1.0,
             top_p=None,

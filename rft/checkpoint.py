@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from rft.config import CheckpointConfig, ConfigError, RunConfig
-from rft.tracking import atomic_write_json, atomic_write_text
+from rft.tracking import atomic_write_json, atomic_write_text, fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -290,12 +290,7 @@ def _shared_pid() -> int:
 
 def _fsync_tree(root: Path) -> None:
     for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True) + [root]:
-        with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_path(path)
 
 
 @contextlib.contextmanager

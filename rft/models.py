@@ -10,6 +10,7 @@ the suite handles images only, so a subclass with a narrower `__init__` drops th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -392,6 +393,23 @@ def tiny_model_dir(name: str, seed: int, cache_dir: Path) -> Path:
     return cache_dir / f"{name}-s{seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
+@contextlib.contextmanager
+def building(out: Path):
+    """Write a model folder under a temporary name beside `out` and rename it into place on success.
+
+    A concurrent job never sees half a folder. If the build fails (the rename included) but another job has put
+    a complete `out` in place meanwhile, that one is kept and the failure is dropped.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "config.json").is_file():  # another job may have won the race
+            raise
+
+
 def build_tiny_model(name: str, seed: int, cache_dir: Path) -> Path:
     """Build (once) and return the folder of a tiny Qwen2-VL preset, deterministic from `seed`.
 
@@ -414,13 +432,7 @@ def build_tiny_model(name: str, seed: int, cache_dir: Path) -> Path:
     model.generation_config.eos_token_id = tok.eos_token_id
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 112 * 112})
     processor = Qwen2VLImageOnlyProcessor(image_processor, tok, chat_template=CHAT_TEMPLATE)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=cache_dir))
-    try:
+    with building(out) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        os.replace(tmp, out)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "config.json").is_file():  # another job may have won the race
-            raise
     return out

@@ -52,6 +52,16 @@ class Prompts:
     def num_prompts(self) -> int:
         return self.input_ids.shape[0]
 
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """The keyword arguments a Qwen2-VL forward or `generate` takes for these prompts."""
+        return dict(
+            input_ids=self.input_ids,
+            attention_mask=self.attention_mask,
+            mm_token_type_ids=self.mm_token_type_ids,
+            pixel_values=self.pixel_values,
+            image_grid_thw=self.image_grid_thw,
+        )
+
 
 def chat_text(processor, user_text: str, num_images: int) -> str:
     """The chat-formatted prompt: the image(s) first, then the text, then the assistant header."""
@@ -101,11 +111,7 @@ def generate(
     """
     sampling = temperature is not None
     out = model.generate(
-        input_ids=prompts.input_ids,
-        attention_mask=prompts.attention_mask,
-        mm_token_type_ids=prompts.mm_token_type_ids,
-        pixel_values=prompts.pixel_values,
-        image_grid_thw=prompts.image_grid_thw,
+        **prompts.model_inputs(),
         do_sample=sampling,
         temperature=temperature if sampling else None,
         top_p=None,
@@ -253,11 +259,7 @@ def prefill(model, prompts: Prompts):
         attention_mask=prompts.attention_mask,
     )  # [3, B, P]
     out = model(
-        input_ids=prompts.input_ids,
-        attention_mask=prompts.attention_mask,
-        mm_token_type_ids=prompts.mm_token_type_ids,
-        pixel_values=prompts.pixel_values,
-        image_grid_thw=prompts.image_grid_thw,
+        **prompts.model_inputs(),
         position_ids=position_ids,
         use_cache=True,
         logits_to_keep=1,

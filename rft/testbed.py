@@ -51,10 +51,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -324,8 +321,7 @@ def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) ->
         logger=LoggerConfig(backend="none"),
         seed=seed,
     )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=cache_dir))
-    try:
+    with models.building(out) as tmp:
         torch.manual_seed(seed)
         offset = 0
         for k, (fraction, rotation) in enumerate(PHASES, 1):
@@ -343,11 +339,6 @@ def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) ->
             )
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "config.json").is_file():  # another job may have won the race
-            raise
     return out
 
 

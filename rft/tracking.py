@@ -102,7 +102,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -172,10 +172,11 @@ def _csv_cell(value: object) -> str:
     return str(value)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable; best effort, since some filesystems refuse to open directories."""
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a directory to make a rename in it durable; best effort, since some filesystems refuse
+    to open directories."""
     with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
