@@ -6,6 +6,7 @@ and W&B. Every rank's log lines carry `[rank k]`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -81,6 +82,22 @@ def from_rank0(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+@contextlib.contextmanager
+def rank0_first():
+    """Rank 0 runs the block first; the other ranks wait for it, then run it too (one build of a cold cache)."""
+    import torch.distributed as dist
+
+    many = dist.is_initialized() and dist.get_world_size() > 1
+    first = not many or dist.get_rank() == 0
+    if not first:
+        dist.barrier()
+    try:
+        yield
+    finally:  # a failure on rank 0 still releases the others, which then fail with their own message
+        if many and first:
+            dist.barrier()
 
 
 def gather_rows(rows: list) -> list:

@@ -132,7 +132,11 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
     distributed.init(cfg.dist.backend)
     run_dir = Path(distributed.from_rank0(str(run_dir)))  # one run, one directory, whatever the rank count
     resume_from = distributed.from_rank0(resume_from)
-    model, processor = models.load_model(model_spec(cfg))
+    spec = model_spec(cfg)
+    if spec.builtin:  # a cold cache is built once, by rank 0 (hub downloads have their own file locks)
+        with distributed.rank0_first():
+            models.resolve_model_dir(spec)
+    model, processor = models.load_model(spec)
     log.info(
         "task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set)
     )

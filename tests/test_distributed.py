@@ -88,9 +88,10 @@ def test_grpo_first_step_agrees_between_one_and_two_ranks(worker_runs, stage):
 
 
 @pytest.mark.parametrize("method,dist", [("rft", "zero3"), ("sft", "zero2")])
-def test_cli_under_torchrun_writes_one_run_dir_and_one_row(tmp_path, method, dist):
+def test_cli_under_torchrun_writes_one_run_dir_and_one_row(tmp_path, tmp_path_factory, method, dist):
     csv = tmp_path / "results.csv"
-    launch(
+    cold_cache = tmp_path_factory.mktemp("cold-model-cache")  # the tiny preset is built in this run
+    proc = launch(
         [
             str(REPO / "experiments/run.py"),
             f"method={method}_tiny",
@@ -105,6 +106,7 @@ def test_cli_under_torchrun_writes_one_run_dir_and_one_row(tmp_path, method, dis
             "budget.size=8",
             f"results_csv={csv}",
             f"hydra.run.dir={tmp_path}/run",
+            f"model.cache_dir={cold_cache}",
         ]
         + (["method.decode=hf"] if method == "rft" else []),
         nproc=2,
@@ -115,6 +117,10 @@ def test_cli_under_torchrun_writes_one_run_dir_and_one_row(tmp_path, method, dis
     assert (tmp_path / "run/.hydra/config.yaml").is_file() and (tmp_path / "run/results.json").is_file()
     log = (tmp_path / "run/run.log").read_text()
     assert "[rank 0]" in log
+    console = proc.stdout + proc.stderr  # every rank logs here; run.log is rank 0's
+    assert "[rank 1]" in console
+    # Rank 0 builds the cold cache; rank 1 waits, then loads it.
+    assert console.count("building tiny model") == 1
 
 
 def test_deepspeed_json_is_derived_from_the_typed_config():
