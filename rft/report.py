@@ -569,16 +569,27 @@ def _level_order(label: str) -> tuple[int, str]:
     return (levels.index(reward) if reward in levels else len(levels)), label
 
 
+def panel_budgets(table: Table, task: str) -> list[str]:
+    """The budgets on `task`'s panel, smallest first: those where it has a run, finished or failed (table 1 also
+    lists the other tasks' budgets, as missing cells)."""
+    ran = {
+        str(r["budget"])
+        for r in table.records
+        if r["metric"] == ACCURACY and r["task"] == task and r["budget"] and (r["n"] or r["n_failed"])
+    }
+    return sorted(ran, key=budget_key)
+
+
 def plot_accuracy_vs_budget(table: Table, path: Path) -> None:
     """Accuracy vs budget, one panel per task, one line per method with std error bars; zero-shot as a
     dashed horizontal line. Reads table 1's records."""
     plt = _pyplot()
     records = [r for r in table.records if r["metric"] == ACCURACY and r["mean"] != ""]
     tasks = sorted({str(r["task"]) for r in table.records}) or ["(no rows)"]
-    budgets = sorted({str(r["budget"]) for r in table.records if r["budget"]}, key=budget_key)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         mine = [r for r in records if r["task"] == task]
+        budgets = panel_budgets(table, task)
         for r in mine:
             if r["method"] == "zeroshot":
                 ax.axhline(float(r["mean"]), ls="--", color="grey", label="zero-shot base")  # type: ignore[arg-type]

@@ -194,6 +194,21 @@ def test_table1_cells_means_stds_cis_and_deltas(built):
     assert "model tiny; pixels 784–12544, 784–50176; loss_agg seq-mean-token-mean; G 4" in notes
 
 
+def test_each_budget_panel_shows_only_its_own_tasks_budgets(tmp_path: Path):
+    for run_id, method, task, budget, acc in [
+        ("a", "rft", FGVC, "shots:16", 0.5), ("b", "sft", FGVC, "shots:1", 0.4), ("c", "rft", SAT, "samples:64", 0.7),
+        ("d", "sft", SAT, "samples:256", None), ("e", "zeroshot", SAT, "samples:16", 0.6),
+    ]:  # fmt: skip
+        status = "finished" if acc is not None else "failed"
+        append_result_row(
+            tmp_path / "results.csv", result_row(run_id, method, task, budget, 0, acc, status=status)
+        )
+    rows, _ = report.load_rows(tmp_path)
+    t1 = report.build_report(rows).tables[0]
+    assert report.panel_budgets(t1, FGVC) == ["shots:1", "shots:16"]  # by size, not as text
+    assert report.panel_budgets(t1, SAT) == ["samples:64", "samples:256"]  # the failed cell keeps its place
+
+
 def test_table2_thinking_levels(built):
     t2 = built.tables[1]
     cells = grid(t2)
