@@ -98,6 +98,7 @@ def results_table(record: dict) -> str:
         "budget",
         "seed",
         "n_train",
+        "eval_before/accuracy",
         "eval/accuracy",
         "eval/lenient_accuracy",
         "eval/format_rate",
@@ -108,6 +109,8 @@ def results_table(record: dict) -> str:
     width = max(len(k) for k in keys)
     lines = [f"{'':-<{width + 14}}", "result"]
     for k in keys:
+        if k not in record and k.startswith("eval_before/"):  # only with eval.before=true
+            continue
         v = record.get(k, "")
         lines.append(f"  {k:<{width}}  {v:.3f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
     lines.append(f"  {'run_dir':<{width}}  {record.get('run_dir')}")

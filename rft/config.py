@@ -346,11 +346,13 @@ class EvalConfig:
     Attributes:
         limit: Evaluate only the first N test samples (0 = the full split).
         batch_size: Prompts per generate call.
+        before: Also evaluate the model before training; the result row gets `eval_before/*` beside `eval/*`.
     """
 
     split: str = "test"
     limit: int = 0
     batch_size: int = 32
+    before: bool = False
 
     def __post_init__(self) -> None:
         _require(self.limit >= 0, f"eval.limit must be >= 0 (0 = full split), got {self.limit}")

@@ -96,6 +96,10 @@ def check_writable(*folders: Path) -> None:
             ) from err
 
 
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, object]:
     """Run one experiment and return its result record (also written to results.json and the CSV).
 
@@ -186,10 +190,31 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
         resume_from=resume_from,
         stop=stop,
     )
+
+    def evaluate_all(model) -> list[dict]:
+        """Greedy eval of the eval set, sharded over ranks; every rank gets every prediction row."""
+        _, shard = evaluate.evaluate(
+            model,
+            processor,
+            task,
+            eval_set[distributed.rank() :: world],
+            think=cfg.reward.think,
+            max_new_tokens=cfg.method.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+        )
+        return distributed.gather_rows(shard)
+
     try:
         stop.install()
         train_stats: dict[str, float] = {}
         generation = contextlib.nullcontext  # zero-shot: the untouched model
+        if cfg.eval.before and cfg.method.name != "zeroshot":  # the base model's score, on the same eval set
+            rows = evaluate_all(models.unwrap(model))
+            before = evaluate.summarize(rows)
+            record.update({k.replace("eval/", "eval_before/", 1): v for k, v in before.items()})
+            if is_main:
+                write_predictions(run_dir / "eval_before_predictions.jsonl", rows)
+            log.info("before training: accuracy %.3f", before["eval/accuracy"])
         t_train = time.time()
         if isinstance(cfg.method, RFTConfig | SFTConfig):
             loop = grpo if isinstance(cfg.method, RFTConfig) else sft
@@ -199,22 +224,11 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
         train_s = time.time() - t_train
         t_eval = time.time()
         with generation():
-            _, shard = evaluate.evaluate(
-                models.unwrap(model),
-                processor,
-                task,
-                eval_set[distributed.rank() :: world],
-                think=cfg.reward.think,
-                max_new_tokens=cfg.method.max_new_tokens,
-                batch_size=cfg.eval.batch_size,
-            )
-        predictions = distributed.gather_rows(shard)
+            predictions = evaluate_all(models.unwrap(model))
         metrics = evaluate.summarize(predictions)
         eval_s = time.time() - t_eval
         if is_main:
-            atomic_write_text(
-                run_dir / "eval_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in predictions)
-            )
+            write_predictions(run_dir / "eval_predictions.jsonl", predictions)
         record.update(status="finished", **metrics, **train_stats, train_s=train_s, eval_s=eval_s)
     except checkpoint.Interrupted as err:
         record.update(status="interrupted", error=str(err))

@@ -187,3 +187,24 @@ def test_cli_multirun_over_budgets_writes_one_row_per_job(tmp_path):
         run_dir = Path(r["run_dir"])
         assert (run_dir / ".hydra/config.yaml").is_file() and (run_dir / "run.log").is_file()
         assert "grpo" in (run_dir / "run.log").read_text().lower() or (run_dir / "metrics.jsonl").is_file()
+
+
+def test_eval_before_scores_the_base_model_in_the_same_row(tiny_cfg, tmp_path):
+    """eval.before=true: the trained run's eval_before/* equal a zero-shot run's eval/* on the same model."""
+    from rft.config import EvalConfig, ZeroShotConfig
+
+    trained = pipeline.run(tiny_cfg("rft", eval=EvalConfig(batch_size=4, before=True)), tmp_path / "rft")
+    base = pipeline.run(tiny_cfg("rft", method=ZeroShotConfig(max_new_tokens=12)), tmp_path / "zs")
+    keys = ("accuracy", "format_rate", "completion_tokens", "think_tokens", "n")
+    assert {k: trained[f"eval_before/{k}"] for k in keys} == {k: base[f"eval/{k}"] for k in keys}
+    assert trained["eval_before/completion_tokens"] > 0 and "eval/accuracy" in trained
+    assert not [k for k in base if k.startswith("eval_before/")]  # nothing to compare for zero-shot
+    rows = read_results(Path(tiny_cfg("rft").results_csv))
+    assert [r["eval_before/n"] for r in rows] == ["4.0", ""]
+
+    def completions(path: Path) -> list[str]:
+        return [json.loads(line)["completion"] for line in path.read_text().splitlines()]
+
+    before = completions(tmp_path / "rft/eval_before_predictions.jsonl")
+    assert before == completions(tmp_path / "zs/eval_predictions.jsonl")
+    assert before != completions(tmp_path / "rft/eval_predictions.jsonl")  # training moved the model
