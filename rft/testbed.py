@@ -2,18 +2,17 @@
 
 A random-init tiny model never emits the answer format, so every GRPO group has zero reward variance and RFT
 cannot move; comparing RFT with SFT on it says nothing. `tiny_base` is the `small` preset (rft.models.TINY_PRESETS,
-with an M-RoPE that lets the LM see where image tokens are) after ~9 CPU-minutes of the suite's own SFT loop
+with an M-RoPE that lets the LM see where image tokens are) after 5700 steps (PHASES) of the suite's own SFT loop
 (`rft.sft.train`, unchanged) on a synthetic corpus in the target tasks' output format with short think traces. A
-quarter of the samples use the answer-only prompt and target, so `reward=nothink` is in distribution too. The
-corpus teaches the perception the targets need (silhouette, dot count, which object is on which side) on images
-of its own, at object sizes the targets never draw:
+quarter of the traced questions use the answer-only prompt and target, so `reward=nothink` is in distribution too.
+The corpus teaches the perception the targets need (silhouette, dot count, which object is on which side) on
+images of its own, at object sizes the targets never draw:
 
+- glyph_silhouette: "What silhouette does this glyph have?", always answer-only, over 8 silhouettes (fgvc_synth's 4
+  and the corpus-only hex, oval, pent, slab) with 1-4 dots: the perception warm-up.
 - glyph_model: fgvc_synth's own classification prompt ("This is an image containing a glyph. Please identify the
-  model of the glyph ..."), answered "<silhouette>-<dots>" over 8 silhouettes (fgvc_synth's 4 and the corpus-only
-  hex, oval, pent, slab) with 1-6 dots: 48 names, fgvc_synth's 16 classes among them.
-- glyph_dots / glyph_silhouette: "How many white dots does this glyph carry?" / "What silhouette does this glyph
-  have?". All three glyph questions share one trace, "<silhouette> <n> dots", so the trace describes the glyph
-  whatever the question and the class name copies it.
+  model of the glyph ..."), traced "<silhouette> <n> dots" and answered "<silhouette>-<n>": 32 names, fgvc_synth's
+  16 classes among them.
 - relation: sat_synth's question form ("Is the A to the left or to the right of the B?", "above or below", options
   shuffled) over pairs of sat_synth's 18 objects (6 colours x circle, square, triangle).
   The trace describes the scene in image order, then restates the asked-about object with its side: "green kite
@@ -34,9 +33,10 @@ What separates the corpus from the target tasks (fgvc_synth, sat_synth), tested 
 What the traces imply for the study (docs/tiny_study.md): the relation trace splits the question into steps this
 small LM can learn -- name the objects in image order, then look the asked-about object up in its own trace.
 Trained answer-only, the same model stayed at chance on relations in every probe. With traced relations in the
-corpus, tiny_base answers sat_synth zero-shot at 66.4% with the think prompt and 64.1% answer-only, so the skill
-reaches the no-think prompt too; still, the corpus, not the paper's mechanism, decides what thinking is worth to
-this model, and the thinking ablation on it should be read that way.
+corpus, tiny_base (v7) answers sat_synth zero-shot at 76.6% with the think prompt and 57.0% answer-only, and
+fgvc_synth at 14.8% / 23.4% (chance 6.25%: it knows the silhouette, not the dot count); the corpus, not the
+paper's mechanism, decides what thinking is worth to this model, and the thinking ablation on it should be read
+that way.
 
 The result is cached under `cache_dir`, keyed by a hash of everything that determines it (the base preset's
 key, the corpus and SFT settings, the seed), written to a temp folder and renamed into place.
@@ -53,6 +53,7 @@ import logging
 import math
 import random
 from pathlib import Path
+from typing import NamedTuple
 
 from PIL import Image, ImageDraw
 
@@ -75,16 +76,17 @@ from rft.tasks import (
 log = logging.getLogger(__name__)
 
 # Bump when the corpus, its prompts or the pretraining recipe change: it is part of the cache key.
-TESTBED_VERSION = 5
+TESTBED_VERSION = 7
 # The architecture tiny_base starts from (rft.models.TINY_PRESETS).
 BASE_PRESET = "small"
 # Rendered image side: the same as the target tasks' default, so the pixel budget matches.
 IMAGE_SIZE = 112
 # Fraction of corpus samples asked with the answer-only prompt (target `<answer>X</answer>`, no trace).
 NOTHINK_FRACTION = 0.25
-# Glyph silhouettes only the corpus draws; glyphs are named "<silhouette>-<dots>" with 1-6 dots, except that a
-# fgvc_synth silhouette is named only with 5-6 dots, so no fgvc_synth class (1-4 dots) is ever taught.
+# Glyph silhouettes only the corpus draws; glyphs are named "<silhouette>-<dots>" over these and fgvc_synth's four.
 EXTRA_SILHOUETTES = ("hex", "oval", "pent", "slab")
+# Dots per glyph: 1-4, as in fgvc_synth. At the corpus's small glyph sizes, 5 or 6 dots run together into a bar.
+MAX_DOTS = 4
 # The object noun of the corpus's classification questions (fgvc_synth's own template and noun).
 GLYPH_NOUN = "a glyph"
 RELATION_OBJECTS = [(c, s) for c in sorted(COLOURS) for s in OBJECT_SHAPES]
@@ -95,13 +97,13 @@ RELATION_OBJECTS = [(c, s) for c in sorted(COLOURS) for s in OBJECT_SHAPES]
 RELATION_SCALES = ((0.09, 0.11), (0.13, 0.22))
 # Glyph radius ranges; fgvc_synth draws 0.28-0.36.
 GLYPH_SCALES = ((0.20, 0.27), (0.37, 0.42))
-# The SFT recipe (rft.config.SFTConfig fields); `steps` sets the corpus size: one epoch of steps x batch_size.
-PRETRAIN = dict(steps=6000, batch_size=8, micro_batch_size=8, lr=1e-3, warmup_ratio=0.05, max_grad_norm=1.0)
+# The SFT settings every phase shares (rft.config.SFTConfig fields); `steps` is the sum of PHASES' steps, and a
+# smaller value (tests) shrinks every phase in proportion.
+PRETRAIN = dict(steps=0, warmup_ratio=0.05, max_grad_norm=1.0)
 # Answer-slot words of the open-question format example, per corpus question type.
 SLOTS = {
     "colour": "colour name",
     "glyph_silhouette": "silhouette name",
-    "glyph_dots": "number",
     "glyph_model": "glyph model",
 }
 
@@ -147,34 +149,24 @@ def _glyph(shape: str, dots: int, rng: random.Random) -> Image.Image:
 
 
 def _glyph_parts(rng: random.Random) -> tuple[str, int]:
-    """A (silhouette, dots) pair: any silhouette, 1-6 dots (so fgvc_synth's class names are among them)."""
-    return rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, 6)
-
-
-def _trace(shape: str, dots: int) -> str:
-    """The shared glyph trace: what the glyph shows, whatever the question."""
-    return f"{shape} {dots} dots"
+    """A (silhouette, dots) pair: any of the 8 silhouettes, 1-MAX_DOTS dots (fgvc_synth's 16 names among them)."""
+    return rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, MAX_DOTS)
 
 
 def gen_glyph_model(rng: random.Random):
+    """fgvc_synth's question, traced "<silhouette> <n> dots" and answered "<silhouette>-<n>"."""
     shape, dots = _glyph_parts(rng)
     question = (
         f"This is an image containing {GLYPH_NOUN}. Please identify the model of the {GLYPH_NOUN.split()[-1]} "
         "based on the image."
     )
-    return (_glyph(shape, dots, rng),), question, f"{shape}-{dots}", (), _trace(shape, dots)
-
-
-def gen_glyph_dots(rng: random.Random):
-    shape, dots = rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, 6)
-    question = "How many white dots does this glyph carry?"
-    return (_glyph(shape, dots, rng),), question, str(dots), (), _trace(shape, dots)
+    return (_glyph(shape, dots, rng),), question, f"{shape}-{dots}", (), f"{shape} {dots} dots"
 
 
 def gen_glyph_silhouette(rng: random.Random):
-    shape, dots = rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, 6)
-    question = "What silhouette does this glyph have?"
-    return (_glyph(shape, dots, rng),), question, shape, (), _trace(shape, dots)
+    """ "What silhouette does this glyph have?", answer-only (no rationale): the perception warm-up."""
+    shape, dots = _glyph_parts(rng)
+    return (_glyph(shape, dots, rng),), "What silhouette does this glyph have?", shape, (), ""
 
 
 def gen_relation(rng: random.Random):
@@ -213,20 +205,32 @@ def gen_relation(rng: random.Random):
 
 GENERATORS = {
     "glyph_model": gen_glyph_model,
-    "glyph_dots": gen_glyph_dots,
     "glyph_silhouette": gen_glyph_silhouette,
     "relation": gen_relation,
 }
-# Pretraining runs in two phases, each one `rft.sft.train` call over its own corpus slice: (fraction of the steps,
-# the order question types take turns in). Glyphs first; then mostly relations, with glyphs replayed. In probes on
-# mixed corpora, each skill was learned only from a large enough block of its own samples (4000 steps of a 5:5:2
-# relation:glyph:colour mix learned neither), so the harder skill, relations, gets the larger, later block.
+
+
+class Phase(NamedTuple):
+    """One `rft.sft.train` call of the pretraining, over its own corpus slice."""
+
+    steps: int  # optimizer steps
+    batch_size: int
+    lr: float  # peak; warm-up then linear decay within the phase
+    rotation: tuple[str, ...]  # the order question types take turns in
+
+
+# Glyph perception first, answer-only; then fgvc_synth's question with its trace; then mostly relations, with glyph
+# names replayed. Probes (docs/tiny_study.md): each skill was learned only from a large enough block of its own
+# samples; silhouettes were learned (91% on held-out corpus glyphs) at lr 5e-4, batch 16, answer-only, and not at
+# lr 1e-3 with the traced questions mixed in (11-17%); relations were learned with their trace at lr 1e-3.
 PHASES = (
-    (1 / 4, ("glyph_model", "glyph_silhouette", "glyph_model", "glyph_dots")),
-    (3 / 4, ("relation", "relation", "relation", "glyph_model")),
+    Phase(800, 16, 5e-4, ("glyph_silhouette",)),
+    Phase(400, 16, 5e-4, ("glyph_model",)),
+    Phase(4500, 8, 1e-3, ("relation", "relation", "relation", "glyph_model")),
 )
+PRETRAIN["steps"] = sum(phase.steps for phase in PHASES)
 # Every question type, for corpus samples outside a phase (tests, inspection).
-ROTATION = tuple(kind for _, rotation in PHASES for kind in rotation)
+ROTATION = tuple(dict.fromkeys(kind for phase in PHASES for kind in phase.rotation))
 
 
 def make_corpus(size: int, seed: int, rotation: tuple[str, ...] = ROTATION, offset: int = 0) -> CorpusTask:
@@ -259,6 +263,17 @@ def make_corpus(size: int, seed: int, rotation: tuple[str, ...] = ROTATION, offs
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def phase_steps(steps: int) -> list[int]:
+    """Each phase's share of `steps` in proportion to PHASES' steps (exactly those at the default), at least 1."""
+    if steps < len(PHASES):
+        raise ValueError(f"tiny_base needs at least {len(PHASES)} SFT steps (one per phase), got {steps}")
+    total = sum(phase.steps for phase in PHASES)
+    out = [max(1, round(phase.steps * steps / total)) for phase in PHASES]
+    while sum(out) != steps:  # rounding: the largest phase gives or takes the difference
+        out[out.index(max(out))] += 1 if sum(out) < steps else -1
+    return out
+
+
 def tiny_base_dir(cache_dir: Path, seed: int, steps: int) -> Path:
     """The cache folder of tiny_base; its name hashes the base preset's key, the recipe, the steps and the seed."""
     from rft import models
@@ -266,7 +281,19 @@ def tiny_base_dir(cache_dir: Path, seed: int, steps: int) -> Path:
     base = models.tiny_model_dir(BASE_PRESET, seed, cache_dir).name
     recipe = {**PRETRAIN, "steps": steps}
     key = json.dumps(
-        [base, TESTBED_VERSION, recipe, PHASES, NOTHINK_FRACTION, IMAGE_SIZE, seed], sort_keys=True
+        [
+            base,
+            TESTBED_VERSION,
+            recipe,
+            PHASES,
+            NOTHINK_FRACTION,
+            IMAGE_SIZE,
+            MAX_DOTS,
+            GLYPH_SCALES,
+            RELATION_SCALES,
+            seed,
+        ],
+        sort_keys=True,
     )
     name = "tiny_base" if steps == PRETRAIN["steps"] else f"tiny_base{steps}"
     return cache_dir / f"{name}-s{seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
@@ -308,25 +335,24 @@ def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) ->
         cache_dir=str(cache_dir),
     )
     model, processor = models.load_model(spec)
-    batch = PRETRAIN["batch_size"]
-    cfg = RunConfig(
-        method=SFTConfig(
-            epochs=1,
-            batch_size=batch,
-            micro_batch_size=PRETRAIN["micro_batch_size"],
-            lr=PRETRAIN["lr"],
-            warmup_ratio=PRETRAIN["warmup_ratio"],
-            max_grad_norm=PRETRAIN["max_grad_norm"],
-        ),
-        logger=LoggerConfig(backend="none"),
-        seed=seed,
-    )
     with models.building(out) as tmp:
         torch.manual_seed(seed)
         offset = 0
-        for k, (fraction, rotation) in enumerate(PHASES, 1):
-            n = max(1, round(fraction * steps)) * batch
-            corpus = make_corpus(n, seed, rotation, offset)
+        for k, (phase, n_steps) in enumerate(zip(PHASES, phase_steps(steps), strict=True), 1):
+            cfg = RunConfig(
+                method=SFTConfig(
+                    epochs=1,
+                    batch_size=phase.batch_size,
+                    micro_batch_size=phase.batch_size,
+                    lr=phase.lr,
+                    warmup_ratio=PRETRAIN["warmup_ratio"],
+                    max_grad_norm=PRETRAIN["max_grad_norm"],
+                ),
+                logger=LoggerConfig(backend="none"),
+                seed=seed,
+            )
+            n = n_steps * phase.batch_size
+            corpus = make_corpus(n, seed, phase.rotation, offset)
             offset += n
             tracker = Tracker(
                 tmp / "pretrain" / f"phase{k}", enabled=True, backend="none", project="", name="tiny_base",
@@ -335,7 +361,10 @@ def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) ->
             stats, _ = sft.train(cfg, corpus, corpus.split("train"), model, processor, tracker)
             tracker.finish()
             log.info(
-                "tiny_base pretraining phase %d (%s) done: %s", k, ", ".join(sorted(set(rotation))), stats
+                "tiny_base pretraining phase %d (%s) done: %s",
+                k,
+                ", ".join(sorted(set(phase.rotation))),
+                stats,
             )
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)

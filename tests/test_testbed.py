@@ -79,7 +79,9 @@ def test_corpus_covers_every_question_type_and_both_prompts():
     rows = testbed.make_corpus(160, seed=0).split("train")
     assert {s.qtype for s in rows} == set(testbed.GENERATORS)
     thinking = [s for s in rows if s.rationale]
-    assert 0.6 < len(thinking) / len(rows) < 0.9  # NOTHINK_FRACTION of the samples are answer-only
+    traced = [s for s in rows if s.qtype != "glyph_silhouette"]  # the perception warm-up is answer-only
+    assert not [s for s in rows if s.qtype == "glyph_silhouette" and s.rationale]
+    assert 0.6 < len(thinking) / len(traced) < 0.9  # NOTHINK_FRACTION of the others are answer-only
     s = thinking[0]
     assert sft_target(s) == f"<think> {s.rationale} </think> <answer>{s.answer}</answer>"
     plain = next(s for s in rows if not s.rationale)
@@ -87,6 +89,17 @@ def test_corpus_covers_every_question_type_and_both_prompts():
     # The same seed renders the same corpus (the cache key relies on it).
     again = testbed.make_corpus(160, seed=0).split("train")
     assert image_digests(rows) == image_digests(again)
+
+
+def test_phase_steps_split_any_total_in_proportion():
+    full = testbed.PRETRAIN["steps"]
+    assert testbed.phase_steps(full) == [phase.steps for phase in testbed.PHASES]
+    for steps in (len(testbed.PHASES), 4, 7, 100, 1001):
+        split = testbed.phase_steps(steps)
+        assert sum(split) == steps and min(split) >= 1
+    assert testbed.phase_steps(100) == [14, 7, 79]  # 800 : 400 : 4500 of 5700
+    with pytest.raises(ValueError, match="at least 3 SFT steps"):
+        testbed.phase_steps(2)
 
 
 @pytest.fixture(scope="session")
