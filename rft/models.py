@@ -275,7 +275,10 @@ def prepare_for_training(model, spec: ModelSpec):
     if spec.freeze_vision:
         unwrap(model).model.visual.requires_grad_(False)  # the ViT blocks and the patch merger
     if spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x: the old name is deprecated
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if spec.lora and spec.lora.get("enabled"):
         from peft import LoraConfig, get_peft_model
 

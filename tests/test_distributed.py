@@ -194,6 +194,7 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_cfg, tmp_path):
         cfg = tiny_cfg("sft")
         cfg.model.gradient_checkpointing = ckpt
         task, train, model, processor, tracker = _loop(cfg, tmp_path / str(ckpt))
+        assert model.is_activation_checkpointing == ckpt  # really on (and really off)
         pipeline.seed_everything(0)
         sft.train(cfg, task, train, model, processor, tracker)
         results.append(model.state_dict())
