@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rft import models, testbed
 from rft.sft import sft_target
@@ -109,7 +110,9 @@ def tiny_base_dir():
         mp.setitem(testbed.PRETRAIN, "steps", TEST_STEPS)
         cache = Path(os.environ["RFT_CACHE"]) / "models"
         t0 = time.perf_counter()
+        threads = torch.get_num_threads()
         out = testbed.build_tiny_base(cache, seed=0)
+        assert torch.get_num_threads() == threads  # the build pins its own threads and gives them back
         yield out, time.perf_counter() - t0, cache
 
 
