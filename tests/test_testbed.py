@@ -111,8 +111,12 @@ def tiny_base_dir():
         cache = Path(os.environ["RFT_CACHE"]) / "models"
         t0 = time.perf_counter()
         threads = torch.get_num_threads()
-        out = testbed.build_tiny_base(cache, seed=0)
-        assert torch.get_num_threads() == threads  # the build pins its own threads and gives them back
+        torch.set_num_threads(1)  # not BUILD_THREADS, so a build that did not give its threads back is caught
+        try:
+            out = testbed.build_tiny_base(cache, seed=0)
+            assert torch.get_num_threads() == 1  # the build pins its own threads and gives them back
+        finally:
+            torch.set_num_threads(threads)
         yield out, time.perf_counter() - t0, cache
 
 
