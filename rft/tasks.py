@@ -190,7 +190,9 @@ def apply_budget(samples: list[Sample], kind: str, size: int, seed: int) -> list
 # ---------------------------------------------------------------------------------------------------------------
 
 GLYPH_SHAPES = ("delta", "box", "orb", "kite")
-GLYPH_CLASSES = tuple(f"{shape}-{dots}" for shape in GLYPH_SHAPES for dots in range(1, 5))
+# Marker dots per glyph: 1 to GLYPH_MAX_DOTS.
+GLYPH_MAX_DOTS = 4
+GLYPH_CLASSES = tuple(f"{shape}-{dots}" for shape in GLYPH_SHAPES for dots in range(1, GLYPH_MAX_DOTS + 1))
 COLOURS = {
     "red": (220, 40, 40),
     "blue": (40, 80, 220),

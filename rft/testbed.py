@@ -15,7 +15,7 @@ images of its own, at object sizes the targets never draw:
   16 classes among them.
 - relation: sat_synth's question form ("Is the A to the left or to the right of the B?", "above or below", options
   shuffled) over pairs of sat_synth's 18 objects (6 colours x circle, square, triangle).
-  The trace describes the scene in image order, then restates the asked-about object with its side: "green kite
+  The trace describes the scene in image order, then restates the asked-about object with its side: "green square
   above yellow circle below so yellow circle below".
 
 What separates the corpus from the target tasks (fgvc_synth, sat_synth), tested in tests/test_testbed.py:
@@ -59,6 +59,7 @@ from PIL import Image, ImageDraw
 
 from rft.tasks import (
     COLOURS,
+    GLYPH_MAX_DOTS,
     GLYPH_SHAPES,
     MC_NOTHINK_INSTRUCTION,
     MC_THINK_INSTRUCTION,
@@ -85,8 +86,8 @@ IMAGE_SIZE = 112
 NOTHINK_FRACTION = 0.25
 # Glyph silhouettes only the corpus draws; glyphs are named "<silhouette>-<dots>" over these and fgvc_synth's four.
 EXTRA_SILHOUETTES = ("hex", "oval", "pent", "slab")
-# Dots per glyph: 1-4, as in fgvc_synth. At the corpus's small glyph sizes, 5 or 6 dots run together into a bar.
-MAX_DOTS = 4
+# Dots per glyph: as in fgvc_synth (1-4). At the corpus's small glyph sizes, 5 or 6 dots ran together into a bar.
+MAX_DOTS = GLYPH_MAX_DOTS
 # The object noun of the corpus's classification questions (fgvc_synth's own template and noun).
 GLYPH_NOUN = "a glyph"
 RELATION_OBJECTS = [(c, s) for c in sorted(COLOURS) for s in OBJECT_SHAPES]
@@ -97,16 +98,12 @@ RELATION_OBJECTS = [(c, s) for c in sorted(COLOURS) for s in OBJECT_SHAPES]
 RELATION_SCALES = ((0.09, 0.11), (0.13, 0.22))
 # Glyph radius ranges; fgvc_synth draws 0.28-0.36.
 GLYPH_SCALES = ((0.20, 0.27), (0.37, 0.42))
-# The SFT settings every phase shares (rft.config.SFTConfig fields); `steps` is the sum of PHASES' steps, and a
-# smaller value (tests) shrinks every phase in proportion.
-PRETRAIN = dict(steps=0, warmup_ratio=0.05, max_grad_norm=1.0)
 # CPU threads of the build. The float summation order follows the thread count, and 5700 steps amplify the
 # difference: a 1-thread build of v7 scored fgvc_synth 14.8% zero-shot, the 2-thread build (this one) 25.8%. Pinned,
 # the same machine type rebuilds the same model whatever its core count.
 BUILD_THREADS = 2
 # Answer-slot words of the open-question format example, per corpus question type.
 SLOTS = {
-    "colour": "colour name",
     "glyph_silhouette": "silhouette name",
     "glyph_model": "glyph model",
 }
@@ -146,8 +143,8 @@ def _draw_corpus_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: flo
 
 
 def _glyph(shape: str, dots: int, rng: random.Random) -> Image.Image:
-    """A glyph as rft.tasks.render_glyph draws it (same nuisances and dot layout), for any silhouette and 1-6 dots,
-    at a size fgvc_synth never draws (GLYPH_SCALES)."""
+    """A glyph as rft.tasks.render_glyph draws it (same nuisances and dot layout), for any silhouette, at a size
+    fgvc_synth never draws (GLYPH_SCALES)."""
     scale = rng.choice(GLYPH_SCALES)
     return render_glyph(f"{shape}-{dots}", rng, IMAGE_SIZE, draw_shape=_draw_corpus_shape, scale=scale)
 
@@ -176,8 +173,9 @@ def gen_glyph_silhouette(rng: random.Random):
 def gen_relation(rng: random.Random):
     """sat_synth's question form, at object sizes it never draws (RELATION_SCALES).
 
-    As in sat_synth, the two objects sit on either side of the image's middle along the asked axis. The trace first describes the scene in image order, then
-    restates the asked-about object with its side: "red circle above blue kite below so blue kite below".
+    As in sat_synth, the two objects sit on either side of the image's middle along the asked axis. The trace
+    first describes the scene in image order, then restates the asked-about object with its side: "red circle
+    above blue square below so blue square below".
     """
     names = rng.sample(RELATION_OBJECTS, 2)
     img = _noisy_background(rng, IMAGE_SIZE)
@@ -232,7 +230,9 @@ PHASES = (
     Phase(400, 16, 5e-4, ("glyph_model",)),
     Phase(4500, 8, 1e-3, ("relation", "relation", "relation", "glyph_model")),
 )
-PRETRAIN["steps"] = sum(phase.steps for phase in PHASES)
+# The SFT settings every phase shares (rft.config.SFTConfig fields); `steps` is the sum of PHASES' steps, and a
+# smaller value (tests) shrinks every phase in proportion.
+PRETRAIN = dict(steps=sum(phase.steps for phase in PHASES), warmup_ratio=0.05, max_grad_norm=1.0)
 # Every question type, for corpus samples outside a phase (tests, inspection).
 ROTATION = tuple(dict.fromkeys(kind for phase in PHASES for kind in phase.rotation))
 
