@@ -21,8 +21,8 @@ help:  ## list the targets
 
 venv: .venv/.installed  ## create .venv and install the pinned dependencies (first use only)
 
-demo: tiny-base  ## GRPO on the pretrained tiny VLM (tiny_base) + the synthetic fine-grained task, then eval and a result row
-	$(PY) experiments/run.py model=tiny_base task=fgvc_synth budget=shots budget.size=4 eval.before=true
+demo: tiny-base  ## GRPO on the pretrained tiny VLM (tiny_base) + the synthetic fine-grained task, scored before and after
+	$(PY) experiments/run.py experiment=demo
 
 test: venv  ## the whole test suite (unit, config, smoke, learning); what CI runs
 	WANDB_MODE=offline $(PY) -m pytest -q

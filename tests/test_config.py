@@ -44,6 +44,18 @@ def test_default_is_the_tiny_grpo_demo():
     assert cfg.logger.backend == "wandb"
 
 
+def test_demo_experiment_is_what_make_demo_runs():
+    # `make demo` runs `experiment=demo`: GRPO on tiny_base + fgvc_synth at 4 shots, 600 steps of 8 prompts x G=8
+    # (the size docs/tiny_study.md measured a gain at), scored before and after.
+    assert "experiments/run.py experiment=demo" in (REPO / "Makefile").read_text()
+    cfg = typed(["experiment=demo"])
+    assert cfg.model.id == "tiny_base" and cfg.task.name == "fgvc_synth" and cfg.eval.before
+    assert (cfg.budget.kind, cfg.budget.size) == ("shots", 4)
+    m = cfg.method
+    assert isinstance(m, RFTConfig) and m.lr == 1e-4 and m.beta == 0.0
+    assert (m.steps, m.rollout_batch_size, m.group_size, m.micro_batch_size) == (600, 64, 8, 32)
+
+
 @pytest.mark.parametrize(
     "method,cls",
     [("rft", RFTConfig), ("sft", SFTConfig), ("zeroshot", ZeroShotConfig), ("rft_tiny", RFTConfig)],
