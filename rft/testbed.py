@@ -86,8 +86,6 @@ IMAGE_SIZE = 112
 NOTHINK_FRACTION = 0.25
 # Glyph silhouettes only the corpus draws; glyphs are named "<silhouette>-<dots>" over these and fgvc_synth's four.
 EXTRA_SILHOUETTES = ("hex", "oval", "pent", "slab")
-# Dots per glyph: as in fgvc_synth (1-4). At the corpus's small glyph sizes, 5 or 6 dots ran together into a bar.
-MAX_DOTS = GLYPH_MAX_DOTS
 # The object noun of the corpus's classification questions (fgvc_synth's own template and noun).
 GLYPH_NOUN = "a glyph"
 RELATION_OBJECTS = [(c, s) for c in sorted(COLOURS) for s in OBJECT_SHAPES]
@@ -150,8 +148,9 @@ def _glyph(shape: str, dots: int, rng: random.Random) -> Image.Image:
 
 
 def _glyph_parts(rng: random.Random) -> tuple[str, int]:
-    """A (silhouette, dots) pair: any of the 8 silhouettes, 1-MAX_DOTS dots (fgvc_synth's 16 names among them)."""
-    return rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, MAX_DOTS)
+    """A (silhouette, dots) pair: any of the 8 silhouettes, 1 to fgvc_synth's GLYPH_MAX_DOTS (4) dots, so
+    fgvc_synth's 16 names are among them. At the corpus's small glyph sizes, 5 or 6 dots ran together."""
+    return rng.choice(GLYPH_SHAPES + EXTRA_SILHOUETTES), rng.randint(1, GLYPH_MAX_DOTS)
 
 
 def gen_glyph_model(rng: random.Random):
@@ -292,7 +291,7 @@ def tiny_base_dir(cache_dir: Path, seed: int, steps: int) -> Path:
             PHASES,
             NOTHINK_FRACTION,
             IMAGE_SIZE,
-            MAX_DOTS,
+            GLYPH_MAX_DOTS,
             GLYPH_SCALES,
             RELATION_SCALES,
             seed,
