@@ -6,10 +6,10 @@
     python experiments/data.py sat --dest data/ --source /path/with/SAT_parquet_files
 
 FGVC: the official archive is streamed with urllib, its size is checked against Content-Length, then it is
-extracted (with tarfile's "data" filter) into a temporary folder beside the destination; the extracted tree must
-hold the expected official paths (class lists, the 12 annotation files, images/) before it is renamed into
-place. The archive's sha256 is not published, so pass --sha256 if you have one. An existing, complete
-destination is left alone unless --force.
+extracted (with tarfile's "data" filter; on Python < 3.11.4, plain files and folders only) into a temporary folder
+beside the destination; the extracted tree must hold the expected official paths (class lists, the 12 annotation
+files, images/) before it is renamed into place. The archive's sha256 is not published, so pass --sha256 if you
+have one. An existing, complete destination is left alone unless --force.
 
 SAT: each SAT_<split>.parquet comes from the Hugging Face dataset `array/SAT` (huggingface_hub, which needs
 HF_HUB_OFFLINE=0) or is copied from --source; its columns are checked before it is renamed into place.
@@ -77,6 +77,25 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def extract_tar(archive: Path, dest: Path) -> None:
+    """Extract `archive` into `dest` with tarfile's "data" filter.
+
+    The filter exists from Python 3.11.4 (Debian 12's python3 is 3.11.2). Without it, every member must be a plain
+    file or folder with a relative path that stays inside `dest`, or nothing is extracted (tarfile.TarError).
+    """
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        for member in tar.getmembers():
+            path = Path(member.name)
+            if not (member.isfile() or member.isdir()) or path.is_absolute() or ".." in path.parts:
+                raise tarfile.TarError(
+                    f"refusing member {member.name!r} (only plain files and folders inside)"
+                )
+        tar.extractall(dest)
+
+
 def fetch_fgvc(
     dest: Path, url: str = FGVC_URL, expected_sha256: str | None = None, force: bool = False
 ) -> Path:
@@ -95,8 +114,7 @@ def fetch_fgvc(
             raise DownloadError(f"{url}: sha256 mismatch (expected {expected_sha256}); delete and retry")
         print(f"extracting {size / 1e6:,.0f} MB", file=sys.stderr)
         try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(tmp / "x", filter="data")
+            extract_tar(archive, tmp / "x")
         except (tarfile.TarError, EOFError, OSError) as err:
             raise DownloadError(f"{url}: not a readable .tar.gz ({err}); delete and retry") from None
         archive.unlink()

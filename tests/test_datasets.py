@@ -473,6 +473,23 @@ def test_download_fgvc_from_local_tarball(tmp_path: Path, fgvc_root: Path) -> No
     )
 
 
+def test_extract_tar_without_the_data_filter(tmp_path: Path, fgvc_root: Path, monkeypatch) -> None:
+    """Python < 3.11.4 (Debian 12's 3.11.2) has no tarfile.data_filter: extraction still works and stays inside."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    tar_path = tmp_path / "fgvc-aircraft-2013b.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(fgvc_root, arcname="fgvc-aircraft-2013b")
+    dest = tmp_path / "data"
+    assert data_cli.main(["fgvc", "--dest", str(dest), "--url", tar_path.as_uri()]) == 0
+    assert len(build_task(fgvc(dest / "fgvc-aircraft-2013b")).split("train")) == 12
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(fgvc_root / "data" / "variants.txt", arcname="../escaped.txt")
+    with pytest.raises(tarfile.TarError, match="refusing member '../escaped.txt'"):
+        data_cli.extract_tar(evil, tmp_path / "x")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
 def test_download_sat_from_local_source(tmp_path: Path, sat_root: Path) -> None:
     dest = tmp_path / "data"
     assert (
