@@ -4,7 +4,7 @@
     python experiments/bench.py --levers        # the worth of each optimisation, each measured in isolation
     python experiments/bench.py --grid          # ours vs TRL over G x completion length x pixels (markdown rows)
 
-Both sides get the identical model folder (`tiny_20m`, built by rft.models.build_tiny_model), the same sat_synth
+Both sides get the identical model folder (`tiny_20m`, built by rft.tiny.build_tiny_model), the same sat_synth
 prompt text and image, fp32, the same lr, beta = 0, torch threads = 2, and min_new_tokens = max_new_tokens, so
 every completion has exactly T tokens on both sides. The steps are interleaved: W warm-up steps each, then rounds
 of k steps ours / k steps TRL, so a noisy neighbour on the machine hits both. Ours is `rft.grpo.train` itself,
@@ -33,7 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from rft import grpo, models, rollout, tasks  # noqa: E402
+from rft import grpo, models, tiny  # noqa: E402
 from rft.config import (  # noqa: E402
     LoggerConfig,
     ModelConfig,
@@ -42,8 +42,12 @@ from rft.config import (  # noqa: E402
     RunConfig,
     TaskConfig,
 )
-from rft.decode import generate as lean_generate  # noqa: E402
+from rft.data.base import Sample, Task, accepted_answers  # noqa: E402
+from rft.data.sat import make_sat_synth  # noqa: E402
+from rft.logprobs import completion_logprobs, naive_logprobs, shared_prompt_logprobs  # noqa: E402
+from rft.prompts import Prompts, chat_text, encode_prompts, suppressed_token_ids  # noqa: E402
 from rft.rewards import is_correct, is_well_formatted  # noqa: E402
+from rft.sampling import completion_mask, sample_lean  # noqa: E402
 
 LR = 1e-5
 
@@ -53,31 +57,20 @@ LR = 1e-5
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def model_spec(cache: Path, preset: str = "tiny_20m") -> models.ModelSpec:
-    folder = models.build_tiny_model(preset, 0, cache)
-    return models.ModelSpec(
-        id=preset,
-        path=str(folder),
-        builtin=True,
-        seed=0,
-        dtype="float32",
-        attn_implementation="sdpa",
-        min_pixels=28 * 28,
-        max_pixels=401408,
-        trust_remote_code=False,
-        cache_dir=str(cache),
-    )
+def model_spec(cache: Path, preset: str = "tiny_20m") -> ModelConfig:
+    folder = tiny.build_tiny_model(preset, 0, cache)
+    return ModelConfig(id=preset, path=str(folder), min_pixels=28 * 28, cache_dir=str(cache))
 
 
-def bench_sample(image_size: int) -> tuple[tasks.Task, tasks.Sample]:
+def bench_sample(image_size: int) -> tuple[Task, Sample]:
     """The one sat_synth row both sides train on (its image is image_size x image_size)."""
-    task = tasks.make_sat_synth(4, 1, 0, image_size)
+    task = make_sat_synth(4, 1, 0, image_size)
     return task, task.split("train")[0]
 
 
-def encoded_prompt(processor, task: tasks.Task, sample: tasks.Sample) -> rollout.Prompts:
-    text = rollout.chat_text(processor, task.prompt(sample, True), len(sample.images))
-    return rollout.encode_prompts(processor, [text], [sample.images])
+def encoded_prompt(processor, task: Task, sample: Sample) -> Prompts:
+    text = chat_text(processor, task.prompt(sample, True), len(sample.images))
+    return encode_prompts(processor, [text], [sample.images])
 
 
 def run_config(G: int, T: int, steps: int, **method) -> RunConfig:
@@ -142,7 +135,7 @@ def make_trl(model, processor, task, sample, G: int, T: int, out_dir: str):
         def on_step_end(self, args, state, control, **kw):
             self.seconds.append(time.perf_counter() - self.t0)
 
-    accepted = tasks.accepted_answers(sample)
+    accepted = accepted_answers(sample)
 
     def reward_accuracy(completions, **kw):
         return [float(is_correct(c[0]["content"], accepted)) for c in completions]
@@ -200,29 +193,6 @@ def trl_steps(trainer, clock, k: int) -> list[float]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def naive_logprobs(model, prompts, prompt_index, ids, mask, keep_all_logits: bool = False) -> torch.Tensor:
-    """The straightforward forward: every row carries its full prompt and its own copy of the prompt's image(s).
-
-    Shapes as in rollout.completion_logprobs (temperature 1): prompt_index [M], ids/mask [M, T] -> [M, T].
-    keep_all_logits=True also skips `logits_to_keep`, so the LM head runs on every position.
-    """
-    T = ids.shape[1]
-    rows = rollout.select_prompts(prompts, prompt_index.tolist())  # M prompts, images copied per row
-    safe = ids.masked_fill(mask == 0, 0)  # [M, T]
-    out = model(
-        input_ids=torch.cat([rows.input_ids, safe], 1),  # [M, P+T]
-        attention_mask=torch.cat([rows.attention_mask, mask], 1),  # [M, P+T]
-        mm_token_type_ids=torch.cat([rows.mm_token_type_ids, torch.zeros_like(ids)], 1),  # [M, P+T]
-        pixel_values=rows.pixel_values,  # [M * patches, D]
-        image_grid_thw=rows.image_grid_thw,
-        logits_to_keep=0 if keep_all_logits else T + 1,
-        use_cache=False,
-    )
-    logits = out.logits[:, -(T + 1) : -1].float()  # [M, T, V] position t predicts completion token t
-    logp = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)  # [M, T]
-    return logp * mask
-
-
 def hf_generate(model, tok, prompts, G, T, cache_implementation=None):
     with torch.no_grad():
         return model.generate(
@@ -235,7 +205,7 @@ def hf_generate(model, tok, prompts, G, T, cache_implementation=None):
             max_new_tokens=T,
             min_new_tokens=T,
             pad_token_id=tok.pad_token_id,
-            suppress_tokens=rollout.suppressed_token_ids(tok),
+            suppress_tokens=suppressed_token_ids(tok),
             cache_implementation=cache_implementation,
         )
 
@@ -254,7 +224,7 @@ def floor_once(model, processor, prompts, opt, G: int, T: int) -> tuple[float, f
     out = hf_generate(model, tok, prompts, G, T)
     t_gen = time.perf_counter() - t_gen
     ids = out[:, prompts.input_ids.shape[1] :]  # [G, T]
-    mask = rollout.completion_mask(ids, tok)
+    mask = completion_mask(ids, tok)
     model.train()
     t_upd = time.perf_counter()
     logp = naive_logprobs(model, prompts, torch.zeros(G, dtype=torch.long), ids, mask)  # [G, T]
@@ -372,7 +342,7 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
             "HF generate, cache_implementation=static": lambda: hf_generate(
                 model, tok, prompts, G, T, "static"
             ),
-            "lean decode (rft.decode)": lambda: lean_generate(
+            "lean sampler (rft.sampling.sample_lean)": lambda: sample_lean(
                 model,
                 tok,
                 prompts,
@@ -383,7 +353,7 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
             ),
         },
     )
-    ids, mask = lean_generate(
+    ids, mask = sample_lean(
         model, tok, prompts, num_return_sequences=G, max_new_tokens=T, temperature=1.0, min_new_tokens=T
     )
     model.train()
@@ -406,8 +376,8 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
     paths = {
         "naive: G image copies, all logits": lambda *a: naive_logprobs(*a, keep_all_logits=True),
         "naive + logits_to_keep": naive_logprobs,
-        "vision once (rollout.completion_logprobs)": rollout.completion_logprobs,
-        "vision once + shared prompt K/V": rollout.shared_prompt_logprobs,
+        "vision once (completion_logprobs)": completion_logprobs,
+        "vision once + shared prompt K/V": shared_prompt_logprobs,
     }
     report(f"log-prob forward+backward over {G} rows (the update)", {k: fwd_bwd(f) for k, f in paths.items()})
     report(
@@ -449,10 +419,10 @@ def levers(spec, G: int, T: int, image: int, reps: int) -> None:
         return run
 
     cases = {
-        "decode=hf, share_prompt=false (before)": whole(2, decode="hf", share_prompt=False),
-        "decode=lean, share_prompt=false": whole(2, decode="lean", share_prompt=False),
-        "decode=hf, share_prompt=true": whole(2, decode="hf", share_prompt=True),
-        "decode=lean, share_prompt=true (defaults)": whole(2),
+        "sampler=hf, share_prompt=false (before)": whole(2, sampler="hf", share_prompt=False),
+        "sampler=lean, share_prompt=false": whole(2, sampler="lean", share_prompt=False),
+        "sampler=hf, share_prompt=true": whole(2, sampler="hf", share_prompt=True),
+        "sampler=lean, share_prompt=true (defaults)": whole(2),
         "defaults, 1 thread": whole(1),
     }
     steps = {name: [] for name in cases}

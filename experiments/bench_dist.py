@@ -26,7 +26,7 @@ os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
 def worker(mode: str, steps: int, out: Path) -> None:
-    from rft import distributed, grpo, models, pipeline, tasks
+    from rft import distributed, grpo, models
     from rft.config import (
         BudgetConfig,
         DistConfig,
@@ -38,6 +38,8 @@ def worker(mode: str, steps: int, out: Path) -> None:
         RunConfig,
         TaskConfig,
     )
+    from rft.data.budget import apply_budget
+    from rft.data.registry import build_task
     from rft.rewards import REWARDS
     from rft.tracking import Tracker
 
@@ -57,7 +59,7 @@ def worker(mode: str, steps: int, out: Path) -> None:
             beta=0.0,
             max_new_tokens=64,
             samples_every=10**6,
-            decode="hf",
+            sampler="hf",
         ),
         model=ModelConfig(
             id="tiny_20m",
@@ -75,9 +77,9 @@ def worker(mode: str, steps: int, out: Path) -> None:
         ),
     )
     distributed.init(cfg.dist.backend)
-    task = tasks.build_task(cfg.task, seed=0)
-    train = tasks.apply_budget(task.split("train"), "samples", 16, 0)
-    model, processor = models.load_model(pipeline.model_spec(cfg))
+    task = build_task(cfg.task, seed=0)
+    train = apply_budget(task.split("train"), "samples", 16, 0)
+    model, processor = models.load_model(cfg.model)
     rank = distributed.rank()
     run_dir = out / f"{mode}-rank{rank}"
     tracker = Tracker(

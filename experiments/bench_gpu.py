@@ -9,9 +9,9 @@ Only throughput matters, so the tokenizer is the suite's small trained BPE (no Q
 tokens are wired into the config, and sampled ids beyond it decode to nothing. One prompt with one image of
 448 x 896 = 401,408 pixels (512 merged image tokens), G = 8 completions of exactly 256 tokens (min = max).
 
-Ours runs the phase functions of `rft.grpo.train` in the same order, on the GPU: rft.decode.generate (lean
-sampler), decode + rewards, group advantages, rft.rollout.shared_prompt_logprobs, grpo_loss, backward, clip,
-AdamW. (`grpo.train` itself keeps its inputs on the CPU; the benchmark moves them to the model's device.) TRL
+Ours runs the phase functions of `rft.grpo.train` in the same order, on the GPU: `rft.sampling.sample_lean`,
+`rft.rollout.score_rollout` on the same `Rollout` the loop passes between phases, group advantages,
+`rft.logprobs.shared_prompt_logprobs`, grpo_loss, backward, clip, AdamW. (`grpo.train` itself keeps its inputs on the CPU; the benchmark moves them to the model's device.) TRL
 runs GRPOTrainer with the same sizes, bf16, beta = 0, loss_type="grpo".
 
 Reported per side: step time (median), rollout tokens/s (G*T / rollout seconds), peak GPU memory. For ours, the
@@ -46,9 +46,17 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration  # noqa: E402
 
-from rft import decode, models, rollout, tasks  # noqa: E402
+from rft import models, tiny  # noqa: E402
+from rft.config import ModelConfig  # noqa: E402
+from rft.data.base import accepted_answers  # noqa: E402
+from rft.data.sat import make_sat_synth  # noqa: E402
+from rft.logprobs import shared_prompt_logprobs  # noqa: E402
 from rft.losses import group_advantages, grpo_loss  # noqa: E402
-from rft.rewards import RewardInputs, is_correct, is_well_formatted, score  # noqa: E402
+from rft.processor import SPECIAL_TOKENS  # noqa: E402
+from rft.prompts import Prompts, chat_text, encode_prompts  # noqa: E402
+from rft.rewards import is_correct, is_well_formatted  # noqa: E402
+from rft.rollout import Rollout, score_rollout  # noqa: E402
+from rft.sampling import completion_texts, count_think_tokens, sample_lean  # noqa: E402
 
 HBM_BYTES_PER_S = {"H200": 4.8e12, "H100": 3.35e12}  # H100 is the SXM figure; PCIe is 2.0e12
 QWEN2_VL_2B = dict(
@@ -82,7 +90,7 @@ LR = 1e-6
 
 def model_config(dims: dict, tok) -> Qwen2VLConfig:
     """Qwen2-VL config with the given dims and the tokenizer's special-token ids."""
-    ids = {name: tok.convert_tokens_to_ids(name) for name in models.SPECIAL_TOKENS}
+    ids = {name: tok.convert_tokens_to_ids(name) for name in SPECIAL_TOKENS}
     return Qwen2VLConfig(
         text_config=dict(
             vocab_size=dims["vocab"],
@@ -122,8 +130,8 @@ def build_model(config, device, dtype, attn: str):
     return model
 
 
-def to_device(p: rollout.Prompts, device) -> rollout.Prompts:
-    return rollout.Prompts(
+def to_device(p: Prompts, device) -> Prompts:
+    return Prompts(
         input_ids=p.input_ids.to(device),
         attention_mask=p.attention_mask.to(device),
         mm_token_type_ids=p.mm_token_type_ids.to(device),
@@ -138,35 +146,35 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def ours_step(model, opt, tok, prompts, accepted, G: int, T: int, device) -> tuple[float, float]:
+def ours_step(model, opt, tok, prompts, sample, G: int, T: int, device) -> tuple[float, float]:
     """One GRPO step (beta=0, mu=1, one micro-batch) from the suite's phase functions. Returns (step_s, rollout_s)."""
     sync(device)
     t0 = time.perf_counter()
     # 1. Rollout.
     model.eval()
-    ids, mask = decode.generate(
+    ids, mask = sample_lean(
         model, tok, prompts, num_return_sequences=G, max_new_tokens=T, temperature=1.0, min_new_tokens=T
     )  # [G, T], [G, T]
     sync(device)
     t_rollout = time.perf_counter() - t0
     # 2-3. Rewards and advantages.
-    completions = rollout.decode(tok, ids.cpu(), mask.cpu())
-    inputs = RewardInputs(
-        completions=completions,
-        accepted=[accepted] * G,
-        think_tokens=[0] * G,
-        completion_tokens=mask.sum(1).tolist(),
+    completions = completion_texts(tok, ids.cpu(), mask.cpu())
+    batch = Rollout(
+        samples=[sample],
+        prompts=prompts,
         group_size=G,
-        think=True,
-        length_target=T,
+        prompt_index=torch.zeros(G, dtype=torch.long, device=device),  # [G]
+        ids=ids,
+        mask=mask,
+        completions=completions,
+        think_tokens=count_think_tokens(tok, completions),
     )
-    _, total = score(inputs, [("accuracy", 1.0), ("format", 1.0)])
-    advantages = group_advantages(torch.tensor(total), G).to(device)  # [G]
+    score_rollout(batch, [("accuracy", 1.0), ("format", 1.0)], think=True, length_target=T)
+    batch.advantages = group_advantages(torch.tensor(batch.rewards), G).to(device)  # [G]
+    advantages = batch.advantages
     # 5-6. Loss, backward, optimizer step.
     model.train()
-    logp = rollout.shared_prompt_logprobs(
-        model, prompts, torch.zeros(G, dtype=torch.long, device=device), ids, mask
-    )  # [G, T]
+    logp = shared_prompt_logprobs(model, prompts, batch.prompt_index, ids, mask)  # [G, T]
     loss, _ = grpo_loss(
         logp,
         None,
@@ -293,30 +301,23 @@ def main(argv: list[str] | None = None) -> dict:
         G, T, steps, warmup = args.group, args.tokens, args.steps, args.warmup
 
     # The tokenizer and image processor of the suite's tiny model (special tokens wired into the 2B config).
-    tiny_dir = models.build_tiny_model("tiny", 0, Path(args.cache).expanduser() / "models")
-    spec = models.ModelSpec(
+    tiny_dir = tiny.build_tiny_model("tiny", 0, Path(args.cache).expanduser() / "models")
+    spec = ModelConfig(
         id="tiny",
         path=str(tiny_dir),
-        builtin=True,
-        seed=0,
-        dtype="float32",
         attn_implementation=attn,
         min_pixels=28 * 28,
-        max_pixels=401408,
-        trust_remote_code=False,
         cache_dir=str(tiny_dir.parent),
     )
     processor = models.load_processor(str(tiny_dir), spec)
     tok = processor.tokenizer
     config = model_config(dims, tok)
-    task = tasks.make_sat_synth(2, 1, 0, 56)
+    task = make_sat_synth(2, 1, 0, 56)
     sample = task.split("train")[0]
     image = sample.images[0].convert("RGB").resize(size, Image.BICUBIC)  # (width, height)
     prompt_text = task.prompt(sample, True)
-    accepted = tasks.accepted_answers(sample)
-    prompts = to_device(
-        rollout.encode_prompts(processor, [rollout.chat_text(processor, prompt_text, 1)], [(image,)]), device
-    )
+    accepted = accepted_answers(sample)
+    prompts = to_device(encode_prompts(processor, [chat_text(processor, prompt_text, 1)], [(image,)]), device)
     P = prompts.input_ids.shape[1]
     report: dict = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
@@ -332,9 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
     report["params"] = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=LR, fused=device == "cuda")
     for _ in range(warmup):
-        ours_step(model, opt, tok, prompts, accepted, G, T, device)
+        ours_step(model, opt, tok, prompts, sample, G, T, device)
     reset_peak(device)
-    runs = [ours_step(model, opt, tok, prompts, accepted, G, T, device) for _ in range(steps)]
+    runs = [ours_step(model, opt, tok, prompts, sample, G, T, device) for _ in range(steps)]
     rollout_s = statistics.median(r[1] for r in runs)
     report["ours"] = {
         "step_s": statistics.median(r[0] for r in runs),

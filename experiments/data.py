@@ -27,23 +27,20 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rft.data.fgvc import FGVC_CLASS_FILES, FGVC_DIR, FGVC_SPLITS  # noqa: E402
+from rft.data.sat import SAT_COLUMNS, SAT_FILES  # noqa: E402
+
 FGVC_URL = "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz"
-FGVC_DIR = "fgvc-aircraft-2013b"
+# The layout the loaders read (rft.data.fgvc, rft.data.sat) is the layout this tool must produce.
 FGVC_EXPECTED = [
     "data/images",
-    "data/variants.txt",
-    "data/families.txt",
-    "data/manufacturers.txt",
-    *(
-        f"data/images_{level}_{split}.txt"
-        for level in ("variant", "family", "manufacturer")
-        for split in ("train", "val", "trainval", "test")
-    ),
+    *(f"data/{name}" for name in FGVC_CLASS_FILES.values()),
+    *(f"data/images_{level}_{split}.txt" for level in FGVC_CLASS_FILES for split in FGVC_SPLITS),
 ]
 SAT_REPO = "array/SAT"
-SAT_FILES = {"train": "SAT_train.parquet", "val": "SAT_val.parquet", "test": "SAT_test.parquet",
-             "static": "SAT_static.parquet"}  # fmt: skip
-SAT_COLUMNS = ("image_bytes", "question", "answers", "correct_answer", "question_type")
 CHUNK = 1 << 20
 
 

@@ -24,6 +24,7 @@ def merge(adapter_dir: Path, out_dir: Path, base: str | None = None) -> Path:
     from transformers import AutoModelForImageTextToText
 
     from rft import models
+    from rft.config import ModelConfig
 
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     base = base or config["base_model_name_or_path"]
@@ -35,18 +36,7 @@ def merge(adapter_dir: Path, out_dir: Path, base: str | None = None) -> Path:
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir)
-    spec = models.ModelSpec(
-        id=base,
-        path=base,
-        builtin=False,
-        seed=0,
-        dtype="float32",
-        attn_implementation="sdpa",
-        min_pixels=3136,
-        max_pixels=401408,
-        trust_remote_code=False,
-        cache_dir="",
-    )
+    spec = ModelConfig(id=base, path=base, builtin=False)
     models.load_processor(base, spec).save_pretrained(out_dir)
     return out_dir
 

@@ -5,7 +5,7 @@
     python experiments/report.py outputs/results.csv --out /tmp/report --wandb
 
 Writes report.md, table1_rft_vs_sft.csv, table2_thinking.csv, cells.csv and PNG plots into --out (default
-<input folder>/report/). The logic lives in rft/report.py; this is only the command line.
+<input folder>/report/). The logic lives in the `rft.report` package; this is only the command line.
 """
 
 from __future__ import annotations

@@ -29,14 +29,10 @@ from experiments.schemas import to_run_config  # noqa: E402  (importing it regis
 from rft import distributed  # noqa: E402
 from rft.checkpoint import Interrupted  # noqa: E402
 from rft.config import ConfigError  # noqa: E402
-from rft.pipeline import axes, run  # noqa: E402
-from rft.tracking import (  # noqa: E402
-    REDACTED,
-    append_result_row,
-    atomic_write_json,
-    atomic_write_text,
-    redact,
-)
+from rft.files import atomic_write_json, atomic_write_text  # noqa: E402
+from rft.pipeline import run  # noqa: E402
+from rft.redaction import REDACTED, redact  # noqa: E402
+from rft.results import ResultRow, append_result_row, axes  # noqa: E402
 
 log = logging.getLogger("rft")
 
@@ -51,7 +47,7 @@ def main(dcfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     resolved = OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(dcfg, resolve=True))))
     try:
-        record = run(cfg, run_dir, config_yaml=resolved)
+        row = run(cfg, run_dir, config_yaml=resolved)
     except ConfigError as err:
         raise SystemExit(f"config error: {err}") from None
     except Interrupted as err:  # SIGTERM/SIGINT: the checkpoint is saved and the row says interrupted
@@ -68,8 +64,8 @@ def main(dcfg: DictConfig) -> float:
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         distributed.shutdown()  # a multirun's next job in this process still needs the group
     if int(os.environ.get("RANK", "0")) == 0:
-        print(results_table(record))
-    return float(record.get("eval/accuracy", 0.0))
+        print(results_table(row))
+    return row.metrics.get("eval/accuracy", 0.0)
 
 
 def record_failure(cfg, run_dir: Path, err: Exception) -> None:
@@ -77,43 +73,47 @@ def record_failure(cfg, run_dir: Path, err: Exception) -> None:
     budget, model location), write results.json and the CSV row here with the axes and the error."""
     if (run_dir / "results.json").is_file() or int(os.environ.get("RANK", "0")) > 0:
         return
-    record = {
-        "run_id": run_dir.name,
-        "status": "failed",
+    row = ResultRow(
+        run_id=run_dir.name,
+        status="failed",
         **axes(cfg),
-        "error": f"{type(err).__name__}: {err}",
-        "run_dir": str(run_dir),
-    }
+        error=f"{type(err).__name__}: {err}",
+        run_dir=str(run_dir),
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "results.json", record)
-    append_result_row(Path(cfg.results_csv), record)
+    atomic_write_json(run_dir / "results.json", row.to_record())
+    append_result_row(Path(cfg.results_csv), row)
 
 
-def results_table(record: dict) -> str:
-    keys = [
-        "task",
-        "method",
-        "model",
-        "reward",
-        "budget",
-        "seed",
-        "n_train",
+def results_table(row: ResultRow) -> str:
+    """The end-of-run summary printed to the console: the axes, the eval metrics, the wall time, the folder."""
+    metric_names = [
         "eval_before/accuracy",
         "eval/accuracy",
         "eval/lenient_accuracy",
         "eval/format_rate",
         "eval/completion_tokens",
         "eval/think_tokens",
-        "wall_s",
     ]
-    width = max(len(k) for k in keys)
+    if "eval_before/accuracy" not in row.metrics:  # only with eval.before=true
+        metric_names.remove("eval_before/accuracy")
+    values: dict[str, object] = {
+        "task": row.task,
+        "method": row.method,
+        "model": row.model,
+        "reward": row.reward,
+        "budget": row.budget,
+        "seed": row.seed,
+        "n_train": row.n_train,
+        **{name: row.metrics.get(name) for name in metric_names},
+        "wall_s": row.wall_s,
+    }
+    width = max(len(k) for k in values)
     lines = [f"{'':-<{width + 14}}", "result"]
-    for k in keys:
-        if k not in record and k.startswith("eval_before/"):  # only with eval.before=true
-            continue
-        v = record.get(k, "")
+    for k, v in values.items():
+        v = "" if v is None else v
         lines.append(f"  {k:<{width}}  {v:.3f}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
-    lines.append(f"  {'run_dir':<{width}}  {record.get('run_dir')}")
+    lines.append(f"  {'run_dir':<{width}}  {row.run_dir}")
     return "\n".join(lines)
 
 
@@ -140,7 +140,7 @@ def redact_hydra_outputs() -> None:
     """Mask secrets that command-line overrides put into Hydra's own files and into sys.argv.
 
     Hydra writes .hydra/{config,hydra,overrides}.yaml before `main` runs, verbatim; W&B records sys.argv in its
-    run metadata. Both are rewritten here with the same rules as tracking.redact (secret-looking key names, values
+    run metadata. Both are rewritten here with the same rules as rft.redaction.redact (secret-looking key names, values
     equal to WANDB_API_KEY / HF_TOKEN / ...); the value of a secret-named override is also masked wherever Hydra
     copied it (hydra.job.override_dirname). Hydra has parsed the arguments already, so masking them is safe.
     """

@@ -1,28 +1,12 @@
 """Checkpoints, exact resume, and the SIGTERM/SIGINT stop request.
 
-One checkpoint is one folder, `run_dir/checkpoints/step_000120/`:
-
-    config.json, model.safetensors    the policy via `save_pretrained` (a PeftModel saves only its adapter:
-                                      adapter_config.json, adapter_model.safetensors); loadable as model.path
-    engine/                           optimizer + LR scheduler (TorchEngine: engine.pt; DeepSpeed: its own
-                                      per-rank ZeRO files, which also hold the module)
-    trainer_state.pt                  step, the PromptStream position, the loop's running summary
-    rng/rank_00000.pt                 python `random`, numpy, torch CPU and (if present) CUDA RNG, per rank
-    meta.json                         step, time, config hash; written last, it is the completion marker
-
-Writes are atomic: everything goes into `step_000120.tmp-<pid>/`, is fsynced, and the folder is renamed to its
-final name only when complete, so a kill at any moment leaves either the previous checkpoints or the new one,
-never a half-written folder under a final name. Folders without meta.json (or still named `.tmp-*`) are ignored.
-Training state is read with `torch.load(weights_only=True)` (tensors and plain containers only), weights from
-safetensors. Only the newest `checkpoint.keep_last` folders are kept.
-
-Exactness (anchors.md §5 item 10): a checkpoint is taken at a step boundary and holds everything the next step
-reads (weights, optimizer moments, LR schedule position, data position, every RNG), so on CPU a resumed run is
-bit-identical to an uninterrupted one (tests/test_resume.py).
-
-Signals: `StopRequest.deferred()` (rft.pipeline wraps the training loop in it) turns the first SIGTERM/SIGINT
-into a request the loop honours at the end of the current step: save a checkpoint, raise `Interrupted`. A second
-signal, or one outside the loop, raises `Interrupted` at once.
+One checkpoint is one folder, `run_dir/checkpoints/step_NNNNNN/`: the policy (`save_pretrained`; only the
+adapter with LoRA), `engine/` (optimizer and LR schedule), `trainer_state.pt` (step, data position), `rng/`
+(every RNG, per rank) and `meta.json` (step, time, config hash), written last as the completion marker. Writes
+are atomic (a `.tmp-<pid>` folder renamed once complete), so a kill leaves the old checkpoints or the new one,
+never half a folder. A checkpoint holds everything the next step reads, so a resumed run is bit-identical to an
+uninterrupted one on CPU (tests/test_resume.py). `StopRequest.deferred()` turns the first SIGTERM/SIGINT during
+training into a checkpoint at the end of the step and `Interrupted`; a second signal stops at once.
 """
 
 from __future__ import annotations
@@ -45,7 +29,8 @@ import numpy as np
 import torch
 
 from rft.config import CheckpointConfig, ConfigError, RunConfig
-from rft.tracking import atomic_write_json, atomic_write_text, fsync_path
+from rft.engine import TorchEngine
+from rft.files import atomic_write_json, atomic_write_text, fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +164,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_model(module: torch.nn.Module, path: Path) -> None:
+def save_weights(module: torch.nn.Module, path: Path) -> None:
     """`save_pretrained` as safetensors: the full model, or only the adapter of a PeftModel."""
     module.save_pretrained(path, safe_serialization=True)
 
 
-def load_model(module: torch.nn.Module, path: Path) -> None:
-    """Load weights written by `save_model` into `module` in place (bit-exact).
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    """Load weights written by `save_weights` into `module` in place (bit-exact).
 
     The full model goes through `from_pretrained` into a temporary copy, because transformers writes some
     architectures (Qwen2-VL) under legacy key names and maps them back only when loading.
@@ -353,10 +338,8 @@ class Checkpointer:
                 meta.get("config_hash"),
                 self.config_hash,
             )
-        from rft.engine import TorchEngine
-
         if isinstance(engine, TorchEngine):  # DeepSpeed's load_checkpoint restores the module itself
-            load_model(engine.module, path)
+            load_weights(engine.module, path)
         engine.load_state(path / "engine")
         state = torch.load(path / "trainer_state.pt", weights_only=True)
         stream.load_state(state["stream"])
@@ -413,7 +396,7 @@ class Checkpointer:
             torch.save(rng_state(), tmp / "rng" / f"rank_{engine.rank:05d}.pt")
             with _whole_weights(engine):
                 if is_main:
-                    save_model(engine.module, tmp)
+                    save_weights(engine.module, tmp)
             if is_main:
                 torch.save(
                     {"step": step, "stream": stream.state(), "summary": dict(summary)},

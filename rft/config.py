@@ -4,7 +4,7 @@ Defaults live here and only here. Hydra (in `experiments/`) registers these clas
 or a wrong type fails at compose time and names the key. `__post_init__` checks rules within one config; the
 messages say how to fix the problem. This module never imports Hydra.
 
-GRPO defaults follow the Visual-RFT / R1-V lineage described in shared/docs/study.md: G = 8, temperature 1.0,
+GRPO defaults follow the Visual-RFT / R1-V lineage (docs/protocol.md): G = 8, temperature 1.0,
 lr 1e-6, beta = 0.04 (k3), one update per rollout, (r - mean) / (std + 1e-4), seq-mean-token-mean aggregation,
 completions up to 256 tokens, 3,136 to 401,408 pixels.
 """
@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rft.losses import LOSS_AGGREGATIONS
+from rft.rewards import REWARDS
 
 BUDGET_KINDS = ("shots", "samples", "full")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
-DECODERS = ("lean", "hf")  # rft.decode.generate | rft.rollout.generate
+SAMPLERS = ("lean", "hf")  # rft.sampling.SAMPLERS
 
 
 class ConfigError(ValueError):
@@ -37,7 +38,7 @@ def _require(cond: bool, message: str) -> None:
 class TaskConfig:
     """A task (`task=`). Sizes of synthetic tasks are per class for classification tasks.
 
-    The fields after `test_size` apply to the real datasets (rft.datasets); synthetic tasks ignore them.
+    The fields after `test_size` apply to the real datasets (rft.data.fgvc, sat, banner); synthetic tasks ignore them.
 
     Attributes:
         root: Data folder: fgvc `fgvc-aircraft-2013b/` (or its `data/`), sat the folder of SAT_*.parquet, banner
@@ -155,7 +156,7 @@ class RewardConfig:
 
     Attributes:
         think: True for the <think>…</think><answer>…</answer> template, False for the answer-only one.
-        length_target: L_target of the budget-normalised length reward; null means the method's max_new_tokens.
+        length_target: L_target of the target-form length reward (`length_norm`); null means the method's max_new_tokens.
     """
 
     name: str = "acc_format"
@@ -164,8 +165,6 @@ class RewardConfig:
     length_target: int | None = None
 
     def __post_init__(self) -> None:
-        from rft.rewards import REWARDS
-
         _require(
             len(self.terms) > 0,
             f"reward {self.name!r} has an empty terms list; add at least one {{fn, weight}}",
@@ -235,10 +234,10 @@ class RFTConfig(MethodConfig):
         loss_agg: seq-mean-token-mean (GRPO/Visual-RFT), token-mean (DAPO) or seq-mean-token-sum-norm (Dr. GRPO).
         scale_adv_by_std: Divide group-centred rewards by the group std (GRPO); false is Dr. GRPO's choice.
         samples_every: Write samples/step_*.jsonl (and the W&B completions table) every N steps.
-        decode: Rollout sampler: "lean" (rft.decode: one prefill per prompt, static KV cache, minimal loop) or
-            "hf" (HF generate, the reference). Both sample the same distribution.
+        sampler: Rollout sampler: "lean" (`rft.sampling.sample_lean`: one prefill per prompt, static KV cache,
+            minimal loop) or "hf" (HF generate, the reference). Both sample the same distribution.
         share_prompt: Log-prob forwards run each prompt once and reuse its K/V for its G completions
-            (rollout.shared_prompt_logprobs); false runs G full prompt+completion copies. Same loss and gradient.
+            (`rft.logprobs.shared_prompt_logprobs`); false runs G full prompt+completion copies. Same loss and gradient.
         min_new_tokens: EOS is suppressed before this many tokens (0 = off); benchmarks force equal lengths.
     """
 
@@ -261,13 +260,13 @@ class RFTConfig(MethodConfig):
     scale_adv_by_std: bool = True
     max_prompt_tokens: int = 1024
     samples_every: int = 10
-    decode: str = "lean"
+    sampler: str = "lean"
     share_prompt: bool = True
     min_new_tokens: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.decode in DECODERS, f"method.decode={self.decode!r} is not one of {DECODERS}")
+        _require(self.sampler in SAMPLERS, f"method.sampler={self.sampler!r} is not one of {SAMPLERS}")
         _require(
             0 <= self.min_new_tokens <= self.max_new_tokens,
             f"method.min_new_tokens ({self.min_new_tokens}) must be in [0, method.max_new_tokens="
@@ -471,23 +470,15 @@ def validate(cfg: RunConfig, world_size: int = 1) -> None:
         isinstance(cfg.method, MethodConfig),
         f"method must be one of the conf/method options, got {type(cfg.method).__name__}",
     )
-    if cfg.budget.kind == "shots":
-        from rft.tasks import TASK_KINDS
-
-        _require(
-            TASK_KINDS.get(cfg.task.name) == "classification",
-            f"budget.kind=shots needs a classification task, but task={cfg.task.name} is not one; "
-            "use budget=samples (N samples) instead",
-        )
     _require(
         world_size == 1 or cfg.dist.backend == "deepspeed",
         f"{world_size} processes were launched but dist=none trains in one process; pass dist=zero2 or dist=zero3",
     )
     m = cfg.method
     _require(
-        not (isinstance(m, RFTConfig) and m.decode == "lean" and cfg.model.lora.enabled),
-        "method.decode=lean samples from the raw layer weights and would ignore the LoRA adapters; "
-        "pass method.decode=hf with model.lora.enabled=true",
+        not (isinstance(m, RFTConfig) and m.sampler == "lean" and cfg.model.lora.enabled),
+        "method.sampler=lean samples from the raw layer weights and would ignore the LoRA adapters; "
+        "pass method.sampler=hf with model.lora.enabled=true",
     )
     if isinstance(m, RFTConfig):
         # Convention: a group lives on one rank. rollout_batch_size is global, so each rank takes

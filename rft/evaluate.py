@@ -12,9 +12,10 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
+from rft.data.base import Sample, Task, accepted_answers
+from rft.prompts import chat_text, encode_prompts
 from rft.rewards import extract_answer, is_correct, is_lenient_correct, is_well_formatted
-from rft.rollout import chat_text, count_think_tokens, decode, encode_prompts, generate
-from rft.tasks import Sample, Task, accepted_answers
+from rft.sampling import completion_texts, count_think_tokens, sample_hf
 
 
 @torch.no_grad()
@@ -34,10 +35,10 @@ def evaluate(
         batch = samples[start : start + batch_size]
         texts = [chat_text(processor, task.prompt(s, think), len(s.images)) for s in batch]
         prompts = encode_prompts(processor, texts, [s.images for s in batch])
-        ids, mask = generate(
+        ids, mask = sample_hf(
             model, tok, prompts, num_return_sequences=1, max_new_tokens=max_new_tokens, temperature=None
         )  # [b, T], [b, T]
-        completions = decode(tok, ids, mask)
+        completions = completion_texts(tok, ids, mask)
         think_counts = count_think_tokens(tok, completions)
         for s, c, n_tokens, n_think in zip(
             batch, completions, mask.sum(1).tolist(), think_counts, strict=True
@@ -58,10 +59,10 @@ def evaluate(
             )
     if was_training:
         model.train()
-    return summarize(rows), rows
+    return eval_metrics(rows), rows
 
 
-def summarize(rows: list[dict]) -> dict[str, float]:
+def eval_metrics(rows: list[dict]) -> dict[str, float]:
     """Metrics over prediction rows (e.g. every rank's rows, gathered)."""
     n = max(len(rows), 1)
     metrics = {

@@ -1,25 +1,12 @@
 """The GRPO loop (`method=rft`), one function read top to bottom.
 
-Each step:
-    1. Rollout: take B prompts and sample G completions per prompt in one batched call (`method.decode`: the
-       lean sampler of rft.decode, or HF generate).
-    2. Rewards: score every completion with the configured reward terms (per-term mean/std logged).
-    3. Advantages: group-normalise the summed rewards (scale by the group std or not).
-    4. Reference log-probs only when beta > 0; old log-probs only when the rollout feeds mu > 1 updates.
-       Every log-prob forward runs each prompt (and its image) once and shares its K/V across the G
-       completions (`method.share_prompt`; the full-copy forward is the reference path).
-    5. Loss: clipped-ratio surrogate plus beta * k3 KL, aggregated as configured (the mode is logged).
-    6. Backward over micro-batches (gradients accumulate), clip the gradient norm, step the optimizer.
-    7. Log metrics, per-phase timings and, every N steps, samples with their images.
-
-Deliberate departures from DeepSeekMath's GRPO (arXiv 2402.03300) as used by Visual-RFT:
-    - With mu = 1 (the default) the ratio is identically 1 and clipping never binds, as in Visual-RFT and
-      TRL; old log-probs are then not computed at all (TRL uses logp.detach() the same way).
-    - The k3 log-ratio is clamped before `exp` so a diverging policy gives a large, finite KL instead of inf.
-    - Vision special tokens are suppressed during sampling, so a completion can never carry an image
-      placeholder into the log-prob forward.
-    - Loss normalisers (row and token counts) are those of the whole step, so micro-batching changes memory,
-      not the gradient.
+Each step: (1) rollout, B prompts x G completions in one batched call; (2) rewards; (3) group-normalised
+advantages; (4) reference log-probs only when beta > 0, old log-probs only when mu > 1; (5) clipped surrogate
+plus beta * k3 KL; (6) backward over micro-batches, clip, step; (7) metrics, per-phase timings and samples.
+`rft.rollout.Rollout` carries the batch through phases 1-3. Deliberate departures from DeepSeekMath's GRPO
+(arXiv 2402.03300) as Visual-RFT uses it: with mu = 1 the ratio is 1 and old log-probs are never computed; the
+k3 log-ratio is clamped before `exp`; vision special tokens are never sampled; loss normalisers are those of
+the whole step, so micro-batching changes memory, not the gradient (docs/grpo.md).
 """
 
 from __future__ import annotations
@@ -37,22 +24,15 @@ from tqdm import tqdm
 from rft import distributed
 from rft.checkpoint import Checkpointer
 from rft.config import RunConfig
-from rft.decode import generate as lean_generate
+from rft.data.base import Sample, Task
+from rft.data.budget import PromptStream
 from rft.distributed import mean_over_ranks
 from rft.engine import make_engine, warmup_constant
+from rft.logprobs import completion_logprobs, shared_prompt_logprobs
 from rft.losses import group_advantages, grpo_loss
 from rft.models import is_lora, unwrap
-from rft.rewards import RewardInputs, reward_stats, score
-from rft.rollout import (
-    chat_text,
-    completion_logprobs,
-    count_think_tokens,
-    decode,
-    encode_prompts,
-    generate,
-    shared_prompt_logprobs,
-)
-from rft.tasks import PromptStream, Sample, Task, accepted_answers
+from rft.rewards import reward_stats
+from rft.rollout import sample_rollout, score_rollout
 from rft.tracking import PhaseTimer, Tracker
 
 log = logging.getLogger(__name__)
@@ -137,12 +117,10 @@ def train(
         grad_accum_steps=N // m.micro_batch_size,
         dtype=cfg.model.dtype,
     )
-    sample = lean_generate if m.decode == "lean" else generate
     logprobs = shared_prompt_logprobs if m.share_prompt else completion_logprobs
     stream = PromptStream(train_set, seed=cfg.seed)
     terms = [(t.fn, t.weight) for t in cfg.reward.terms]
     length_target = cfg.reward.length_target or m.max_new_tokens
-    prompt_index = torch.arange(B).repeat_interleave(G)  # [N] row -> its prompt
     micro = [slice(i, i + m.micro_batch_size) for i in range(0, N, m.micro_batch_size)]
     timer = PhaseTimer()
     log.info(
@@ -166,37 +144,29 @@ def train(
         samples = stream.take(B * world)[rank * B : (rank + 1) * B]  # every rank draws the same global batch
 
         # 1. Rollout: B prompts x G completions, one generate call.
-        with timer.phase("rollout"):
-            texts = [chat_text(processor, task.prompt(s, cfg.reward.think), len(s.images)) for s in samples]
-            prompts = encode_prompts(processor, texts, [s.images for s in samples])
-            with engine.generation() as policy:
-                ids, mask = sample(
-                    unwrap(policy),
-                    tok,
-                    prompts,
-                    num_return_sequences=G,
-                    max_new_tokens=m.max_new_tokens,
-                    temperature=m.temperature,
-                    min_new_tokens=m.min_new_tokens,
-                )  # [N, T], [N, T]
-            completions = decode(tok, ids, mask)
+        with timer.phase("rollout"), engine.generation() as policy:
+            batch = sample_rollout(
+                unwrap(policy),
+                processor,
+                task,
+                samples,
+                think=cfg.reward.think,
+                group_size=G,
+                sampler=m.sampler,
+                max_new_tokens=m.max_new_tokens,
+                temperature=m.temperature,
+                min_new_tokens=m.min_new_tokens,
+            )
+        prompts, prompt_index, ids, mask = batch.prompts, batch.prompt_index, batch.ids, batch.mask  # [N, T]
 
         # 2. Rewards.
         with timer.phase("reward"):
-            inputs = RewardInputs(
-                completions=completions,
-                accepted=[accepted_answers(s) for s in samples for _ in range(G)],
-                think_tokens=count_think_tokens(tok, completions),
-                completion_tokens=mask.sum(1).tolist(),
-                group_size=G,
-                think=cfg.reward.think,
-                length_target=length_target,
-            )
-            per_term, total = score(inputs, terms)
-            rewards = torch.tensor(total)  # [N]
+            score_rollout(batch, terms, think=cfg.reward.think, length_target=length_target)
+        rewards = torch.tensor(batch.rewards)  # [N]
 
         # 3. Group-normalised advantages.
-        advantages = group_advantages(rewards, G, scale_by_std=m.scale_adv_by_std, eps=m.adv_eps)  # [N]
+        batch.advantages = group_advantages(rewards, G, scale_by_std=m.scale_adv_by_std, eps=m.adv_eps)  # [N]
+        advantages = batch.advantages
 
         # 4. Reference and old log-probs, only when they are used.
         ref_logp = old_logp = None
@@ -267,13 +237,13 @@ def train(
         rows_done = (ids == tok.eos_token_id).any(dim=1)  # [N] ended with EOS within the token limit
         metrics = {
             **stats,
-            **reward_stats([t for t, _ in terms], per_term),
+            **reward_stats([t for t, _ in terms], batch.term_rewards),
             "train/loss": mean_over_ranks(stats["train/loss"]),  # the global batch's loss
             "rollout/reward_mean": mean_over_ranks(rewards.mean().item()),
             "rollout/reward_std": rewards.std().item(),
             "rollout/frac_zero_std_groups": (rewards.view(B, G).std(1) == 0).float().mean().item(),
             "rollout/completion_tokens": mask.sum(1).float().mean().item(),
-            "rollout/think_tokens": sum(inputs.think_tokens) / N,
+            "rollout/think_tokens": sum(batch.think_tokens) / N,
             "rollout/clipped_ratio": 1.0 - rows_done.float().mean().item(),
             "train/grad_norm": grad_norm,
             "train/lr": engine.lr,
@@ -292,9 +262,9 @@ def train(
                 {
                     "prompt": task.prompt(samples[i // G], cfg.reward.think),
                     "answer": samples[i // G].answer,
-                    "completion": completions[i],
-                    **{f"reward/{n}": per_term[j][i] for j, n in enumerate(names)},
-                    "reward": total[i],
+                    "completion": batch.completions[i],
+                    **{f"reward/{n}": batch.term_rewards[j][i] for j, n in enumerate(names)},
+                    "reward": batch.rewards[i],
                     "advantage": advantages[i].item(),
                 }
                 for i in range(N)

@@ -1,38 +1,11 @@
 """GRPO and SFT losses as pure tensor functions: group advantages, the k3 KL estimate, loss aggregation.
 
-Nothing here knows about models, configs or devices. Rows are in rollout order: ``N = B*G`` completions,
-with rows ``g*G .. g*G+G-1`` answering prompt ``g``. Per-token tensors are ``[N, T]`` over completion tokens,
-with an ``[N, T]`` completion mask that is 1 on real tokens and 0 on padding (and after EOS).
-
-The choices, and the papers behind them:
-
-* **Advantages** are group-relative, ``(r - mean_group) / (std_group + eps)`` (GRPO, DeepSeekMath,
-  arXiv 2402.03300, Sec. 4.1.2). The std is the *unbiased* sample std, as TRL and Visual-RFT compute it, with
-  ``eps = 1e-4`` from TRL 0.14. ``scale_by_std=False`` drops the division, as Dr. GRPO (arXiv 2503.20783)
-  recommends, because it up-weights groups whose rewards barely differ. A group with identical rewards gets
-  advantages of exactly zero, not ``(r - mean)`` rounding noise divided by ``eps``.
-* **Policy term** is PPO's clipped surrogate ``-min(rho*A, clip(rho, 1-eps, 1+eps)*A)`` with the
-  sequence-level advantage broadcast over tokens (DeepSeekMath Eq. 3). With one update per rollout
-  (``old_logp=None``) the ratio is identically 1 and only its gradient, ``A * grad log pi``, matters.
-  Departure: the log-ratio is clamped to ``+-20`` before ``exp``, so that a stale or corrupt log-prob cannot
-  produce ``inf``/``nan``; a clamped token would be clipped anyway.
-* **KL term** is the k3 estimator ``exp(d) - d - 1`` with ``d = log pi_ref - log pi`` (DeepSeekMath Eq. 4;
-  J. Schulman, "Approximating KL divergence", 2020): unbiased for KL(pi || pi_ref) under samples from pi, and
-  never negative. Departure: ``d`` is clamped to ``+-20`` (verl clamps the same way) so ``exp`` stays finite.
-* **Aggregation** over tokens has three modes (``LOSS_AGGREGATIONS``):
-
-  - ``seq-mean-token-mean``: mean over each sequence's tokens, then over sequences (GRPO, TRL 0.14,
-    Visual-RFT; the suite's default).
-  - ``token-mean``: one mean over every token of the batch, so long completions are not down-weighted
-    (DAPO, arXiv 2503.14476, Sec. 3.3).
-  - ``seq-mean-token-sum-norm``: token sum divided by a constant ``num_rows * max_len``, which removes the
-    length bias of per-sequence means (Dr. GRPO, arXiv 2503.20783).
-
-  Departure from TRL: every normaliser (rows, tokens, ``max_len``) is a *global* count of the full step's
-  batch, passed in by the caller. Summing the losses of the micro-batches of a step then gives exactly the
-  full-batch loss and gradient, whatever the split; per-micro-batch means would silently re-weight tokens
-  under gradient accumulation.
-* **SFT** is the token-mean negative log-likelihood, with the same global token count.
+Nothing here knows about models, configs or devices. Rows are in rollout order, `N = B*G` completions with rows
+`b*G .. b*G+G-1` answering prompt `b`; per-token tensors are `[N, T]` with a completion mask. Advantages are
+GRPO's group-normalised rewards (DeepSeekMath, arXiv 2402.03300), optionally unscaled (Dr. GRPO, arXiv
+2503.20783); the policy term is PPO's clipped surrogate; the KL term is the k3 estimator. Departures: log-ratios
+are clamped before `exp`, and every normaliser is a global count of the step's batch, so micro-batch losses sum
+to the full-batch loss. The three aggregation modes and the reasons are in docs/grpo.md.
 """
 
 from __future__ import annotations
@@ -49,18 +22,18 @@ def group_advantages(
     """Group-relative advantages of GRPO: each reward minus its group's mean, optionally over the group's std.
 
     Args:
-        rewards: ``[N]`` scalar reward per completion, ``N = B*G``, grouped consecutively.
+        rewards: `[N]` scalar reward per completion, `N = B*G`, grouped consecutively.
         group_size: G, the completions per prompt; at least 2 (one sample has no baseline).
-        scale_by_std: Divide by ``std_group + eps`` (GRPO). False gives Dr. GRPO's un-scaled ``r - mean``.
+        scale_by_std: Divide by `std_group + eps` (GRPO). False gives Dr. GRPO's un-scaled `r - mean`.
         eps: Added to the std so that near-identical rewards do not blow up.
 
     Returns:
-        ``[N]`` advantages, in the rows' order and the rewards' dtype. Exactly zero for every row of a group
+        `[N]` advantages, in the rows' order and the rewards' dtype. Exactly zero for every row of a group
         whose rewards are all equal.
 
     Raises:
-        ValueError: If ``rewards`` is not 1-D, ``group_size < 2``, or ``N`` is not a multiple of
-            ``group_size``.
+        ValueError: If `rewards` is not 1-D, `group_size < 2`, or `N` is not a multiple of
+            `group_size`.
     """
     if rewards.dim() != 1:
         raise ValueError(f"rewards must be 1-D [B*G], got shape {tuple(rewards.shape)}")
@@ -81,15 +54,15 @@ def group_advantages(
 
 
 def k3_kl(logp: Tensor, ref_logp: Tensor, clamp: float = 20.0) -> Tensor:
-    """Per-token k3 estimate of KL(pi || pi_ref): ``exp(d) - d - 1`` with ``d = ref_logp - logp``.
+    """Per-token k3 estimate of KL(pi || pi_ref): `exp(d) - d - 1` with `d = ref_logp - logp`.
 
     Args:
-        logp: ``[N, T]`` log-probs of the sampled tokens under the policy (may require grad).
-        ref_logp: ``[N, T]`` log-probs of the same tokens under the reference model.
-        clamp: ``d`` is clamped to ``[-clamp, clamp]`` so that ``exp`` stays finite.
+        logp: `[N, T]` log-probs of the sampled tokens under the policy (may require grad).
+        ref_logp: `[N, T]` log-probs of the same tokens under the reference model.
+        clamp: `d` is clamped to `[-clamp, clamp]` so that `exp` stays finite.
 
     Returns:
-        ``[N, T]`` non-negative estimates (padding positions included; mask them downstream).
+        `[N, T]` non-negative estimates (padding positions included; mask them downstream).
     """
     d = (ref_logp - logp).clamp(-clamp, clamp)  # [N, T]
     # expm1(d) - d equals exp(d) - d - 1 but keeps precision (and >= 0) when d is tiny.
@@ -106,23 +79,23 @@ def aggregate(
 ) -> Tensor:
     """Reduce a per-token loss to a scalar with the full batch's normalisers (micro-batch exact).
 
-    The three counts describe the *whole* step's batch, not ``values``: calling this on each micro-batch of a
+    The three counts describe the *whole* step's batch, not `values`: calling this on each micro-batch of a
     step and summing gives the full-batch result. Modes are described in the module docstring.
 
     Args:
-        values: ``[n, T]`` per-token values of this micro-batch (``n <= N`` rows).
-        mask: ``[n, T]`` completion mask (bool or 0/1 float).
-        mode: One of ``LOSS_AGGREGATIONS``.
-        num_rows: N, the rows of the full batch (``seq-mean-token-mean`` and ``seq-mean-token-sum-norm``).
-        num_tokens: The full batch's ``mask.sum()`` (``token-mean``; floored at 1).
+        values: `[n, T]` per-token values of this micro-batch (`n <= N` rows).
+        mask: `[n, T]` completion mask (bool or 0/1 float).
+        mode: One of `LOSS_AGGREGATIONS`.
+        num_rows: N, the rows of the full batch (`seq-mean-token-mean` and `seq-mean-token-sum-norm`).
+        num_tokens: The full batch's `mask.sum()` (`token-mean`; floored at 1).
         max_len: The constant length of Dr. GRPO's normaliser, normally the maximum completion length
-            (``seq-mean-token-sum-norm``).
+            (`seq-mean-token-sum-norm`).
 
     Returns:
-        A scalar tensor, differentiable through ``values``.
+        A scalar tensor, differentiable through `values`.
 
     Raises:
-        ValueError: If ``mode`` is unknown, shapes differ, or a normaliser the mode uses is not positive.
+        ValueError: If `mode` is unknown, shapes differ, or a normaliser the mode uses is not positive.
     """
     if mode not in LOSS_AGGREGATIONS:
         raise ValueError(f"unknown loss aggregation {mode!r}; use one of {LOSS_AGGREGATIONS}")
@@ -156,33 +129,33 @@ def grpo_loss(
     max_len: int,
     log_ratio_clamp: float = 20.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """GRPO loss of one micro-batch: clipped surrogate plus ``beta`` times the k3 KL, aggregated by ``agg``.
+    """GRPO loss of one micro-batch: clipped surrogate plus `beta` times the k3 KL, aggregated by `agg`.
 
     Args:
-        logp: ``[n, T]`` per-token log-probs of the sampled completions under the current policy (with grad).
-        old_logp: ``[n, T]`` log-probs under the policy that sampled them, or None for one update per rollout
-            (on-policy: ``logp.detach()`` is used, so the ratio is 1 and the gradient is ``A * grad logp``).
-        ref_logp: ``[n, T]`` log-probs under the reference model; None is allowed only when ``beta == 0``.
-        advantages: ``[n]`` one advantage per completion, broadcast over its tokens.
-        mask: ``[n, T]`` completion mask (bool or 0/1 float).
-        clip_eps: PPO clip range; the ratio is clipped to ``[1 - clip_eps, 1 + clip_eps]``.
+        logp: `[n, T]` per-token log-probs of the sampled completions under the current policy (with grad).
+        old_logp: `[n, T]` log-probs under the policy that sampled them, or None for one update per rollout
+            (on-policy: `logp.detach()` is used, so the ratio is 1 and the gradient is `A * grad logp`).
+        ref_logp: `[n, T]` log-probs under the reference model; None is allowed only when `beta == 0`.
+        advantages: `[n]` one advantage per completion, broadcast over its tokens.
+        mask: `[n, T]` completion mask (bool or 0/1 float).
+        clip_eps: PPO clip range; the ratio is clipped to `[1 - clip_eps, 1 + clip_eps]`.
         beta: KL coefficient (>= 0); 0 skips the KL term.
-        agg: Aggregation mode, one of ``LOSS_AGGREGATIONS``.
-        num_rows: Rows of the full step's batch, see :func:`aggregate`.
-        num_tokens: Completion tokens of the full step's batch, see :func:`aggregate`.
-        max_len: Maximum completion length, see :func:`aggregate`.
-        log_ratio_clamp: ``logp - old_logp`` is clamped to ``+-log_ratio_clamp`` before ``exp``.
+        agg: Aggregation mode, one of `LOSS_AGGREGATIONS`.
+        num_rows: Rows of the full step's batch, see `aggregate`.
+        num_tokens: Completion tokens of the full step's batch, see `aggregate`.
+        max_len: Maximum completion length, see `aggregate`.
+        log_ratio_clamp: `logp - old_logp` is clamped to `+-log_ratio_clamp` before `exp`.
 
     Returns:
-        ``(loss, stats)``: the scalar loss to backpropagate (sum it over micro-batches) and python floats
-        ``policy/kl`` (masked mean k3, 0.0 without a KL term), ``policy/clip_frac`` (share of tokens whose
-        clipped branch is the active one), ``policy/ratio_mean``, ``policy/pg_loss`` and ``policy/kl_loss``
-        (the two terms, aggregated like the loss, the latter times ``beta``) and ``train/loss``. The means are
+        `(loss, stats)`: the scalar loss to backpropagate (sum it over micro-batches) and python floats
+        `policy/kl` (masked mean k3, 0.0 without a KL term), `policy/clip_frac` (share of tokens whose
+        clipped branch is the active one), `policy/ratio_mean`, `policy/pg_loss` and `policy/kl_loss`
+        (the two terms, aggregated like the loss, the latter times `beta`) and `train/loss`. The means are
         over this micro-batch's masked tokens.
 
     Raises:
-        ValueError: If ``beta > 0`` without ``ref_logp``, ``beta < 0``, ``clip_eps <= 0``, shapes disagree, or
-            ``agg`` is unknown.
+        ValueError: If `beta > 0` without `ref_logp`, `beta < 0`, `clip_eps <= 0`, shapes disagree, or
+            `agg` is unknown.
     """
     if beta < 0:
         raise ValueError(f"beta (KL coefficient) must be >= 0, got {beta}")
@@ -239,9 +212,9 @@ def sft_loss(logp: Tensor, mask: Tensor, num_tokens: int) -> Tensor:
     """Token-mean negative log-likelihood of the target tokens, normalised by the full batch's token count.
 
     Args:
-        logp: ``[n, T]`` log-probs of the target tokens under the model (with grad).
-        mask: ``[n, T]`` target mask (bool or 0/1 float), 0 on prompt and padding.
-        num_tokens: The full step's ``mask.sum()`` (floored at 1), so that micro-batch losses sum exactly.
+        logp: `[n, T]` log-probs of the target tokens under the model (with grad).
+        mask: `[n, T]` target mask (bool or 0/1 float), 0 on prompt and padding.
+        num_tokens: The full step's `mask.sum()` (floored at 1), so that micro-batch losses sum exactly.
 
     Returns:
         A scalar tensor.

@@ -29,19 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rft import checkpoint, distributed, evaluate, grpo, models, sft
+from rft import checkpoint, distributed, evaluate, grpo, models, sft, testbed
 from rft.config import ConfigError, RFTConfig, RunConfig, SFTConfig, validate
-from rft.datasets import verify_images
-from rft.tasks import apply_budget, build_task
-from rft.tracking import (
-    Tracker,
-    append_result_row,
-    atomic_write_json,
-    atomic_write_text,
-    git_commit,
-    package_versions,
-    redact,
-)
+from rft.data.budget import apply_budget
+from rft.data.images import verify_images
+from rft.data.registry import build_task
+from rft.files import atomic_write_json, atomic_write_text
+from rft.redaction import redact
+from rft.results import ResultRow, append_result_row, axes, git_commit, package_versions
+from rft.tracking import Tracker
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,29 +49,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def model_spec(cfg: RunConfig) -> models.ModelSpec:
-    return models.ModelSpec(**dataclasses.asdict(cfg.model))
+def model_dir(cfg: RunConfig) -> str:
+    """The folder (or, online, hub id) the policy loads from; a cold built-in model is built here, by rank 0.
+
+    `tiny_base` is built by its pretraining (`rft.testbed`); the other built-in presets by `rft.tiny`; hub
+    downloads have their own file locks.
+    """
+    with distributed.rank0_first():
+        if cfg.model.builtin and cfg.model.path is None and cfg.model.id == "tiny_base":
+            return str(testbed.build_tiny_base(Path(cfg.model.cache_dir).expanduser(), cfg.model.seed))
+        return models.resolve_model_dir(cfg.model)
 
 
-def axes(cfg: RunConfig) -> dict[str, object]:
-    """The five axes plus seed, as flat keys (W&B config, result rows)."""
-    return {
-        "task": cfg.task.name,
-        "method": cfg.method.name,
-        "model": cfg.model.id,
-        "reward": cfg.reward.name,
-        "budget": "full" if cfg.budget.kind == "full" else f"{cfg.budget.kind}:{cfg.budget.size}",
-        "seed": cfg.seed,
-    }
-
-
-def finished_record(run_dir: Path) -> dict[str, object] | None:
-    """The record of a finished run in `run_dir` (its results.json with status finished), else None."""
+def finished_row(run_dir: Path) -> ResultRow | None:
+    """The row of a finished run in `run_dir` (its results.json with status finished), else None."""
     path = run_dir / "results.json"
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    return record if record.get("status") == "finished" else None
+    row = ResultRow.from_record(json.loads(path.read_text()))
+    return row if row.status == "finished" else None
 
 
 def check_writable(*folders: Path) -> None:
@@ -100,8 +92,8 @@ def write_predictions(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, object]:
-    """Run one experiment and return its result record (also written to results.json and the CSV).
+def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
+    """Run one experiment; return its result row, also written to results.json and the CSV.
 
     Args:
         cfg: The validated, typed config.
@@ -111,7 +103,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
     t0 = time.time()
     world, is_main = distributed.world_size(), distributed.rank() == 0
     validate(cfg, world)
-    if cfg.resume != "none" and (done := finished_record(run_dir)) is not None:
+    if cfg.resume != "none" and (done := finished_row(run_dir)) is not None:
         log.info("resume=%s: %s already finished; returning its results.json", cfg.resume, run_dir)
         return done
     resume_from = checkpoint.resolve_resume(cfg.resume, run_dir)
@@ -136,11 +128,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
     distributed.init(cfg.dist.backend)
     run_dir = Path(distributed.from_rank0(str(run_dir)))  # one run, one directory, whatever the rank count
     resume_from = distributed.from_rank0(resume_from)
-    spec = model_spec(cfg)
-    if spec.builtin:  # a cold cache is built once, by rank 0 (hub downloads have their own file locks)
-        with distributed.rank0_first():
-            models.resolve_model_dir(spec)
-    model, processor = models.load_model(spec)
+    model, processor = models.load_model(cfg.model, model_dir(cfg))
     log.info(
         "task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set)
     )
@@ -149,23 +137,23 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
         run_dir.mkdir(parents=True, exist_ok=True)
         if config_yaml:
             atomic_write_text(run_dir / "config.yaml", config_yaml)
-    record: dict[str, object] = {
-        "run_id": run_dir.name,
-        "status": "running",
+    row = ResultRow(
+        run_id=run_dir.name,
+        status="running",
         **axes(cfg),
-        "n_train": len(train_set),
-        "min_pixels": cfg.model.min_pixels,
-        "max_pixels": cfg.model.max_pixels,
-        "think": cfg.reward.think,
-        "loss_agg": cfg.method.loss_agg if isinstance(cfg.method, RFTConfig) else "",
-        "group_size": cfg.method.group_size if isinstance(cfg.method, RFTConfig) else "",
-        "max_new_tokens": cfg.method.max_new_tokens,
-        "dist": cfg.dist.name,
-        "world_size": world,
-        "run_dir": str(run_dir),
-        "resumed_from": str(resume_from or ""),
-        "git_commit": git_commit(REPO_ROOT),
-    }
+        n_train=len(train_set),
+        min_pixels=cfg.model.min_pixels,
+        max_pixels=cfg.model.max_pixels,
+        think=cfg.reward.think,
+        loss_agg=cfg.method.loss_agg if isinstance(cfg.method, RFTConfig) else None,
+        group_size=cfg.method.group_size if isinstance(cfg.method, RFTConfig) else None,
+        max_new_tokens=cfg.method.max_new_tokens,
+        dist=cfg.dist.name,
+        world_size=world,
+        run_dir=str(run_dir),
+        resumed_from=str(resume_from) if resume_from else None,
+        git_commit=git_commit(REPO_ROOT),
+    )
     if resume_from is not None and is_main:  # steps after the checkpoint are logged again by the resumed run
         checkpoint.truncate_metrics(run_dir / "metrics.jsonl", checkpoint.read_meta(resume_from)["step"])
     tracker = Tracker(
@@ -210,8 +198,8 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
         generation = contextlib.nullcontext  # zero-shot: the untouched model
         if cfg.eval.before and cfg.method.name != "zeroshot":  # the base model's score, on the same eval set
             rows = evaluate_all(models.unwrap(model))
-            before = evaluate.summarize(rows)
-            record.update({k.replace("eval/", "eval_before/", 1): v for k, v in before.items()})
+            before = evaluate.eval_metrics(rows)
+            row.metrics.update({k.replace("eval/", "eval_before/", 1): v for k, v in before.items()})
             if is_main:
                 write_predictions(run_dir / "eval_before_predictions.jsonl", rows)
             log.info("before training: accuracy %.3f", before["eval/accuracy"])
@@ -225,17 +213,19 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
         t_eval = time.time()
         with generation():
             predictions = evaluate_all(models.unwrap(model))
-        metrics = evaluate.summarize(predictions)
+        metrics = evaluate.eval_metrics(predictions)
         eval_s = time.time() - t_eval
         if is_main:
             write_predictions(run_dir / "eval_predictions.jsonl", predictions)
-        record.update(status="finished", **metrics, **train_stats, train_s=train_s, eval_s=eval_s)
+        row.metrics.update({**metrics, **train_stats})
+        row.status, row.train_s, row.eval_s = "finished", train_s, eval_s
     except checkpoint.Interrupted as err:
-        record.update(status="interrupted", error=str(err))
+        row.status, row.error = "interrupted", str(err)
         raise
     except Exception as err:
         last = checkpoint.latest(run_dir / "checkpoints")
-        record.update(status="failed", error=f"{type(err).__name__}: {err}", last_checkpoint=str(last or ""))
+        row.status, row.error = "failed", f"{type(err).__name__}: {err}"
+        row.last_checkpoint = str(last) if last is not None else None
         if last is not None and isinstance(err, FloatingPointError):
             raise FloatingPointError(
                 f"{err}. The last good checkpoint is {last}; after the fix, continue from it with "
@@ -244,13 +234,12 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> dict[str, objec
         raise
     finally:
         stop.uninstall()
-        record.update(
-            wall_s=round(time.time() - t0, 2),
-            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+        row.wall_s = round(time.time() - t0, 2)
+        row.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        record = row.to_record()
         if is_main:
             atomic_write_json(run_dir / "results.json", {**record, "versions": package_versions()})
-            append_result_row(Path(cfg.results_csv), record)
+            append_result_row(Path(cfg.results_csv), row)
         tracker.summary({k: v for k, v in record.items() if isinstance(v, int | float | str)})
         tracker.finish()
-    return record
+    return row

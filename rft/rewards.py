@@ -1,21 +1,11 @@
-"""Verifiable rewards for GRPO, and the answer parsing shared with evaluation.
+"""Verifiable rewards for GRPO, and the answer parsing that evaluation shares with them.
 
-Every reward is a pure function of a :class:`RewardInputs` batch and returns one float per completion, in
-the grouped row order of rollout (rows ``g*G .. g*G+G-1`` answer the same prompt). ``REWARDS`` maps config
-names to these functions and :func:`score` combines a weighted list of them.
-
-Deliberate departures from the reference implementations (see docs/study.md, "Defaults this suite adopts"):
-
-* Accuracy is an **exact match** of the normalised ``<answer>`` content against a set of accepted strings.
-  Visual-RFT pays accuracy on substring containment, which is hackable: an empty ``<answer></answer>`` is a
-  substring of every label and "737" contains-matches every 737 variant. Here an empty answer, several answer
-  tags, or an "A or B" answer all score 0.
-* Visual-RFT's lenient substring metric is kept only as :func:`is_lenient_correct`, for evaluation tables that
-  are compared with its published numbers. It is never a training reward.
-* The "normalized length reward" of the paper has no published formula. ``length_budget`` (the default,
-  ``min(L_think / L_target, 1)``) and ``length_group`` (min-max within the group) are the two candidates; both
-  count tokens inside ``<think>…</think>`` and pay only when the think-template format is valid.
-  ``length_raw`` is VisualThinker-R1-Zero's un-normalised ``0.001 * completion tokens``, for comparison.
+Every reward is a pure function of a `RewardInputs` batch and returns one float per completion, in rollout row
+order (rows `b*G .. b*G+G-1` answer prompt `b`). `REWARDS` maps the names in `conf/reward/*.yaml` to them and
+`score` sums a weighted list. Departures from Visual-RFT: accuracy is an exact match of the normalised
+`<answer>` (an empty answer, several answers or "A or B" score 0), and its lenient substring metric is kept for
+evaluation only (`is_lenient_correct`). The normalised length reward has two forms, `length_norm` (target form)
+and `length_norm_group` (group form); both count think tokens and pay only with a valid format (docs/grpo.md).
 """
 
 from __future__ import annotations
@@ -36,7 +26,7 @@ _ANSWER_FORMAT = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 
 
 def _is_punctuation(ch: str) -> bool:
-    """True for ASCII punctuation (``string.punctuation``) and any Unicode punctuation category (P*)."""
+    """True for ASCII punctuation (`string.punctuation`) and any Unicode punctuation category (P*)."""
     return ch in string.punctuation or unicodedata.category(ch).startswith("P")
 
 
@@ -55,7 +45,7 @@ def normalize_answer(text: str) -> str:
        '"A."' becomes "a", "F/A-18" stays "f/a-18".
 
     Args:
-        text: Raw answer text, e.g. the content of the ``<answer>`` tag or a dataset label.
+        text: Raw answer text, e.g. the content of the `<answer>` tag or a dataset label.
 
     Returns:
         The normalised string; "" when nothing survives.
@@ -71,7 +61,7 @@ def normalize_answer(text: str) -> str:
 
 
 def _extract_single(completion: str, open_tag: str, close_tag: str) -> str | None:
-    """Content between the only ``open_tag`` and the only ``close_tag``; None unless one ordered pair."""
+    """Content between the only `open_tag` and the only `close_tag`; None unless one ordered pair."""
     if completion.count(open_tag) != 1 or completion.count(close_tag) != 1:
         return None
     start = completion.index(open_tag) + len(open_tag)
@@ -82,7 +72,7 @@ def _extract_single(completion: str, open_tag: str, close_tag: str) -> str | Non
 
 
 def extract_answer(completion: str) -> str | None:
-    """Raw content of the single ``<answer>…</answer>`` pair of a completion.
+    """Raw content of the single `<answer>…</answer>` pair of a completion.
 
     This is the one parser that both the training rewards and evaluation use, so they cannot disagree.
     Tags are matched case-sensitively and exactly.
@@ -92,13 +82,13 @@ def extract_answer(completion: str) -> str | None:
 
     Returns:
         The text between the tags, unnormalised (may be "" or whitespace); None when there is not exactly one
-        ``<answer>`` and one ``</answer>``, or when the closing tag comes before the opening one.
+        `<answer>` and one `</answer>`, or when the closing tag comes before the opening one.
     """
     return _extract_single(completion, ANSWER_OPEN, ANSWER_CLOSE)
 
 
 def extract_think(completion: str) -> str | None:
-    """Raw content of the single ``<think>…</think>`` pair; same contract as :func:`extract_answer`."""
+    """Raw content of the single `<think>…</think>` pair; same contract as `extract_answer`."""
     return _extract_single(completion, THINK_OPEN, THINK_CLOSE)
 
 
@@ -109,9 +99,9 @@ def is_well_formatted(completion: str, think: bool) -> bool:
 
     Args:
         completion: Decoded completion text.
-        think: True for the think template, ``<think>…</think> <answer>…</answer>`` (Visual-RFT's regex,
+        think: True for the think template, `<think>…</think> <answer>…</answer>` (Visual-RFT's regex,
             plus exactly one of each of the four tags). False for the no-think template,
-            ``<answer>…</answer>`` alone, with exactly one answer pair and no think tag anywhere.
+            `<answer>…</answer>` alone, with exactly one answer pair and no think tag anywhere.
 
     Returns:
         True when the completion matches the template.
@@ -137,7 +127,7 @@ def is_correct(completion: str, accepted: frozenset[str]) -> bool:
 
     Returns:
         False when the answer tag is missing, repeated or malformed, or normalises to ""; otherwise
-        whether the normalised answer is in ``accepted``.
+        whether the normalised answer is in `accepted`.
     """
     answer = extract_answer(completion)
     if answer is None:
@@ -155,7 +145,7 @@ def is_lenient_correct(completion: str, answer: str) -> bool:
     """Visual-RFT's lenient accuracy, for evaluation tables only: ground truth is a substring of the answer.
 
     This metric is hackable ("737-2000" contains "737-200", and an answer listing every label contains all of
-    them), which is why training uses :func:`is_correct` instead. Both sides are lowercased and stripped of
+    them), which is why training uses `is_correct` instead. Both sides are lowercased and stripped of
     whitespace and underscores, as in Visual-RFT; surrounding punctuation is kept.
 
     Args:
@@ -177,7 +167,7 @@ def is_lenient_correct(completion: str, answer: str) -> bool:
 class RewardInputs:
     """Everything the rewards need about one rollout batch of B prompts, G completions each.
 
-    Every list is row-aligned and grouped: rows ``g*G .. g*G+G-1`` share prompt ``g``.
+    Every list is row-aligned and grouped: rows `g*G .. g*G+G-1` share prompt `g`.
     """
 
     completions: list[str]  # [B*G] decoded completion texts
@@ -186,14 +176,14 @@ class RewardInputs:
     completion_tokens: list[int]  # [B*G] tokens in the whole completion
     group_size: int  # G
     think: bool  # whether the prompt template asks for <think>
-    length_target: int  # L_target of length_budget (default: the max completion length)
+    length_target: int  # L_target of length_norm (default: the max completion length)
 
     def validate(self) -> None:
         """Check that the lists are row-aligned and split into whole groups.
 
         Raises:
-            ValueError: If a list's length differs from ``len(completions)``, the row count is not a multiple
-                of ``group_size``, or ``group_size`` / ``length_target`` is not positive.
+            ValueError: If a list's length differs from `len(completions)`, the row count is not a multiple
+                of `group_size`, or `group_size` / `length_target` is not positive.
         """
         if self.group_size < 1:
             raise ValueError(f"RewardInputs.group_size must be >= 1, got {self.group_size}")
@@ -217,13 +207,13 @@ class RewardInputs:
 
 
 def accuracy(x: RewardInputs) -> list[float]:
-    """1.0 where :func:`is_correct` holds, else 0.0. Returns [B*G]."""
+    """1.0 where `is_correct` holds, else 0.0. Returns [B*G]."""
     return [float(is_correct(c, acc)) for c, acc in zip(x.completions, x.accepted, strict=True)]
 
 
 # Named after its config key; shadowing the builtin is harmless because this module never calls format().
 def format(x: RewardInputs) -> list[float]:
-    """1.0 where the completion follows the prompt template (``x.think`` picks which), else 0.0. [B*G]."""
+    """1.0 where the completion follows the prompt template (`x.think` picks which), else 0.0. [B*G]."""
     return [float(is_well_formatted(c, x.think)) for c in x.completions]
 
 
@@ -232,8 +222,8 @@ def _think_valid(x: RewardInputs) -> list[bool]:
     return [is_well_formatted(c, think=True) for c in x.completions]
 
 
-def length_budget(x: RewardInputs) -> list[float]:
-    """Budget-normalised length reward, the suite's default: ``min(L_think / L_target, 1)``.
+def length_norm(x: RewardInputs) -> list[float]:
+    """The normalised length reward, target form (the default): `min(L_think / L_target, 1)`.
 
     Paid only when the think-template format is valid, so a model cannot earn it by rambling outside the tags.
 
@@ -246,8 +236,8 @@ def length_budget(x: RewardInputs) -> list[float]:
     ]
 
 
-def length_group(x: RewardInputs) -> list[float]:
-    """Group-normalised length reward: ``(L - min L) / (max L - min L)`` within each prompt's group.
+def length_norm_group(x: RewardInputs) -> list[float]:
+    """Group-normalised length reward: `(L - min L) / (max L - min L)` within each prompt's group.
 
     The min and max run over the format-valid rows of the group only. Format-invalid rows get 0, and the whole
     group gets 0 when it has fewer than two valid rows or all valid lengths are equal.
@@ -271,15 +261,15 @@ def length_group(x: RewardInputs) -> list[float]:
 
 
 def length_raw(x: RewardInputs) -> list[float]:
-    """VisualThinker-R1-Zero's un-normalised length reward, ``0.001 * completion tokens``, ungated. [B*G]."""
+    """VisualThinker-R1-Zero's un-normalised length reward, `0.001 * completion tokens`, ungated. [B*G]."""
     return [0.001 * n for n in x.completion_tokens]
 
 
 REWARDS: dict[str, Callable[[RewardInputs], list[float]]] = {
     "accuracy": accuracy,
     "format": format,
-    "length_budget": length_budget,
-    "length_group": length_group,
+    "length_norm": length_norm,
+    "length_norm_group": length_norm_group,
     "length_raw": length_raw,
 }
 
@@ -289,14 +279,14 @@ def score(x: RewardInputs, terms: list[tuple[str, float]]) -> tuple[list[list[fl
 
     Args:
         x: The batch; validated here.
-        terms: ``[(name, weight), ...]`` with names from ``REWARDS``, each at most once.
+        terms: `[(name, weight), ...]` with names from `REWARDS`, each at most once.
 
     Returns:
-        ``(per_term, total)``: per_term is [R][B*G] unweighted values in the order of ``terms``; total is
-        [B*G], the weighted sum over terms (all zeros when ``terms`` is empty).
+        `(per_term, total)`: per_term is [R][B*G] unweighted values in the order of `terms`; total is
+        [B*G], the weighted sum over terms (all zeros when `terms` is empty).
 
     Raises:
-        ValueError: On an unknown or repeated reward name, or when ``x`` fails :meth:`RewardInputs.validate`.
+        ValueError: On an unknown or repeated reward name, or when `x` fails `RewardInputs.validate`.
     """
     names = [name for name, _ in terms]
     for name in names:
@@ -319,14 +309,14 @@ def reward_stats(names: list[str], per_term: list[list[float]]) -> dict[str, flo
     """Batch mean and population std of each reward term, for logging.
 
     Args:
-        names: Term names, aligned with ``per_term``.
-        per_term: [R][B*G] unweighted values, as returned by :func:`score`.
+        names: Term names, aligned with `per_term`.
+        per_term: [R][B*G] unweighted values, as returned by `score`.
 
     Returns:
-        ``{"reward/<name>": mean, "reward/<name>_std": std}`` for each term; both 0.0 for an empty batch.
+        `{"reward/<name>": mean, "reward/<name>_std": std}` for each term; both 0.0 for an empty batch.
 
     Raises:
-        ValueError: If ``names`` and ``per_term`` differ in length.
+        ValueError: If `names` and `per_term` differ in length.
     """
     if len(names) != len(per_term):
         raise ValueError(

@@ -1,6 +1,6 @@
 """The SFT loop (`method=sft`): same tasks, budgets, prompts and pixel limits as GRPO.
 
-The target is `<answer>{label}</answer>` followed by the end-of-turn token (study.md: no reasoning traces exist
+The target is `<answer>{label}</answer>` followed by the end-of-turn token (docs/protocol.md: no reasoning traces exist
 to imitate). The loss is the token-mean negative log-likelihood over target tokens only; prompt and image tokens
 never enter it. Each step:
     1. Encode a batch of prompts (with images) and their targets.
@@ -21,12 +21,14 @@ from tqdm import tqdm
 from rft import distributed
 from rft.checkpoint import Checkpointer
 from rft.config import RunConfig
+from rft.data.base import Sample, Task
+from rft.data.budget import PromptStream
 from rft.distributed import mean_over_ranks
 from rft.engine import make_engine, warmup_cosine
+from rft.logprobs import completion_logprobs
 from rft.losses import sft_loss
 from rft.models import unwrap
-from rft.rollout import chat_text, completion_logprobs, encode_prompts
-from rft.tasks import PromptStream, Sample, Task
+from rft.prompts import chat_text, encode_prompts
 from rft.tracking import PhaseTimer, Tracker
 
 log = logging.getLogger(__name__)

@@ -1,45 +1,13 @@
-"""`model=tiny_base`: a small Qwen2-VL, briefly pretrained on CPU so that it starts with partial skill.
+"""`model=tiny_base`: the `small` tiny Qwen2-VL after a short SFT pretraining, so that it starts with partial skill.
 
-A random-init tiny model never emits the answer format, so every GRPO group has zero reward variance and RFT
-cannot move; comparing RFT with SFT on it says nothing. `tiny_base` is the `small` preset (rft.models.TINY_PRESETS,
-with an M-RoPE that lets the LM see where image tokens are) after 5700 steps (PHASES) of the suite's own SFT loop
-(`rft.sft.train`, unchanged) on a synthetic corpus in the target tasks' output format with short think traces. A
-quarter of the traced questions use the answer-only prompt and target, so `reward=nothink` is in distribution too.
-The corpus teaches the perception the targets need (silhouette, dot count, which object is on which side) on
-images of its own, at object sizes the targets never draw:
-
-- glyph_silhouette: "What silhouette does this glyph have?", always answer-only, over 8 silhouettes (fgvc_synth's 4
-  and the corpus-only hex, oval, pent, slab) with 1-4 dots: the perception warm-up.
-- glyph_model: fgvc_synth's own classification prompt ("This is an image containing a glyph. Please identify the
-  model of the glyph ..."), traced "<silhouette> <n> dots" and answered "<silhouette>-<n>": 32 names, fgvc_synth's
-  16 classes among them.
-- relation: sat_synth's question form ("Is the A to the left or to the right of the B?", "above or below", options
-  shuffled) over pairs of sat_synth's 18 objects (6 colours x circle, square, triangle).
-  The trace describes the scene in image order, then restates the asked-about object with its side: "green square
-  above yellow circle below so yellow circle below".
-
-What separates the corpus from the target tasks (fgvc_synth, sat_synth), tested in tests/test_testbed.py:
-1. Images: every corpus image is drawn from an RNG seeded `testbed-<seed>-<kind>-<i>`; the targets seed theirs
-   `fgvc_synth-...` / `sat_synth-...`, so no image is shared (the test compares the bytes of every image).
-2. Rendering: the corpus draws objects at sizes the targets never draw (relation objects at radius 0.09-0.11 or
-   0.13-0.22 of the image side, sat_synth's at 0.12; glyphs at 0.20-0.27 or 0.37-0.42, fgvc_synth's at
-   0.28-0.36; the test measures them in the images). Zero-shot skill therefore has to carry over a size shift.
-3. Shared on purpose: the prompt templates, the object and glyph vocabulary, so question strings and class names
-   recur (as a real VLM's pretraining names aircraft and objects that benchmarks ask about). tiny_base v2 and
-   v3 also kept the names apart (no fgvc_synth class name, no sat_synth object pair); the v3b model then answered
-   64% of held-out corpus relations right but only 46% of sat_synth's (2-way), and no fgvc_synth glyph -- see
-   docs/tiny_study.md.
-
-What the traces imply for the study (docs/tiny_study.md): the relation trace splits the question into steps this
-small LM can learn -- name the objects in image order, then look the asked-about object up in its own trace.
-Trained answer-only, the same model stayed at chance on relations in every probe. With traced relations in the
-corpus, tiny_base (v7) answers sat_synth zero-shot at 79.7% with the think prompt and 58.6% answer-only, and
-fgvc_synth at 25.8% / 25.0% (chance 6.25%: it knows the silhouette, not the dot count); the corpus, not the
-paper's mechanism, decides what thinking is worth to this model, and the thinking ablation on it should be read
-that way.
-
-The result is cached under `cache_dir`, keyed by a hash of everything that determines it (the base preset's
-key, the corpus and SFT settings, the seed), written to a temp folder and renamed into place.
+A random-init tiny model never emits the answer format, so every GRPO group has zero reward variance and RFT cannot
+move. `tiny_base` is `rft.tiny`'s `small` preset after `PRETRAIN["steps"]` steps of the suite's own SFT loop
+(`rft.sft.train`, in `PHASES`) on a synthetic corpus in the target tasks' output format with short think traces:
+glyph silhouettes (answer-only), glyph models traced "<silhouette> <n> dots", and left/right or above/below
+relations traced in image order. The corpus shares the target tasks' prompts and vocabulary but no image, and
+draws its objects at sizes the targets never use (tests/test_testbed.py checks both); docs/tiny_study.md says
+what the testbed can and cannot measure. The folder is cached under `cache_dir`, keyed by a hash of everything
+that determines it, and written atomically. The pipeline builds it on first use; so does:
 
     python -m rft.testbed --cache-dir ~/.cache/rft-suite/models     # `make tiny-base`
 """
@@ -55,30 +23,37 @@ import random
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
 from PIL import Image, ImageDraw
 
-from rft.tasks import (
-    COLOURS,
-    GLYPH_MAX_DOTS,
-    GLYPH_SHAPES,
+from rft import sft, tiny
+from rft.config import LoggerConfig, ModelConfig, RunConfig, SFTConfig
+from rft.data.base import (
     MC_NOTHINK_INSTRUCTION,
     MC_THINK_INSTRUCTION,
     NOTHINK_INSTRUCTION,
-    OBJECT_SHAPES,
     THINK_INSTRUCTION,
     Sample,
     Task,
-    _draw_shape,
-    _noisy_background,
     format_options,
+)
+from rft.data.draw import (
+    COLOURS,
+    GLYPH_MAX_DOTS,
+    GLYPH_SHAPES,
+    OBJECT_SHAPES,
+    draw_shape,
+    noisy_background,
     render_glyph,
 )
+from rft.models import load_model
+from rft.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 # Bump when the corpus, its prompts or the pretraining recipe change: it is part of the cache key.
 TESTBED_VERSION = 7
-# The architecture tiny_base starts from (rft.models.TINY_PRESETS).
+# The architecture tiny_base starts from (rft.tiny.TINY_PRESETS).
 BASE_PRESET = "small"
 # Rendered image side: the same as the target tasks' default, so the pixel budget matches.
 IMAGE_SIZE = 112
@@ -90,15 +65,14 @@ EXTRA_SILHOUETTES = ("hex", "oval", "pent", "slab")
 GLYPH_NOUN = "a glyph"
 RELATION_OBJECTS = [(c, s) for c in sorted(COLOURS) for s in OBJECT_SHAPES]
 # Object radius as a fraction of the image side, drawn per sample from one of these ranges. sat_synth draws 0.12
-# and the corpus never does; the larger objects are what lets the LM find objects at all (answer-only "left or
-# right of the centre?" stayed at chance after 800 steps with r = 0.12 only, and reached 96% on r = 0.12 after 400
-# steps with r drawn from 0.10-0.30).
+# and the corpus never does (a size shift the zero-shot skill must carry over); the larger objects are what lets
+# the small LM find objects at all (docs/tiny_study.md).
 RELATION_SCALES = ((0.09, 0.11), (0.13, 0.22))
 # Glyph radius ranges; fgvc_synth draws 0.28-0.36.
 GLYPH_SCALES = ((0.20, 0.27), (0.37, 0.42))
-# CPU threads of the build. The float summation order follows the thread count, and 5700 steps amplify the
-# difference: a 1-thread build of v7 scored fgvc_synth 14.8% zero-shot, the 2-thread build (this one) 25.8%. Pinned,
-# the same machine type rebuilds the same model whatever its core count.
+# CPU threads of the build. The float summation order follows the thread count and thousands of steps amplify
+# the difference (docs/tiny_study.md), so the count is pinned: a machine of the same type rebuilds the same
+# model whatever its core count.
 BUILD_THREADS = 2
 # Answer-slot words of the open-question format example, per corpus question type.
 SLOTS = {
@@ -125,7 +99,7 @@ class CorpusTask(Task):
 
 
 def _draw_corpus_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
-    """The target tasks' shapes (rft.tasks._draw_shape) plus the corpus-only glyph silhouettes."""
+    """The target tasks' shapes (rft.data.draw.draw_shape) plus the corpus-only glyph silhouettes."""
     if shape == "hex":
         pts = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in (math.pi * k / 3 for k in range(6))]
         draw.polygon(pts, fill=fill)
@@ -137,11 +111,11 @@ def _draw_corpus_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: flo
     elif shape == "slab":
         draw.rectangle((cx - r, cy - 0.55 * r, cx + r, cy + 0.6 * r), fill=fill)
     else:
-        _draw_shape(draw, shape, cx, cy, r, fill)
+        draw_shape(draw, shape, cx, cy, r, fill)
 
 
 def _glyph(shape: str, dots: int, rng: random.Random) -> Image.Image:
-    """A glyph as rft.tasks.render_glyph draws it (same nuisances and dot layout), for any silhouette, at a size
+    """A glyph as rft.data.draw.render_glyph draws it (same nuisances and dot layout), for any silhouette, at a size
     fgvc_synth never draws (GLYPH_SCALES)."""
     scale = rng.choice(GLYPH_SCALES)
     return render_glyph(f"{shape}-{dots}", rng, IMAGE_SIZE, draw_shape=_draw_corpus_shape, scale=scale)
@@ -177,7 +151,7 @@ def gen_relation(rng: random.Random):
     above blue square below so blue square below".
     """
     names = rng.sample(RELATION_OBJECTS, 2)
-    img = _noisy_background(rng, IMAGE_SIZE)
+    img = noisy_background(rng, IMAGE_SIZE)
     draw = ImageDraw.Draw(img)
     r = IMAGE_SIZE * rng.uniform(*rng.choice(RELATION_SCALES))
     horizontal = rng.random() < 0.5
@@ -221,9 +195,8 @@ class Phase(NamedTuple):
 
 
 # Glyph perception first, answer-only; then fgvc_synth's question with its trace; then mostly relations, with glyph
-# names replayed. Probes (docs/tiny_study.md): each skill was learned only from a large enough block of its own
-# samples; silhouettes were learned (91% on held-out corpus glyphs) at lr 5e-4, batch 16, answer-only, and not at
-# lr 1e-3 with the traced questions mixed in (11-17%); relations were learned with their trace at lr 1e-3.
+# names replayed. Each skill needs a large enough block of its own samples at its own learning rate (the probes
+# behind this order are in docs/tiny_study.md).
 PHASES = (
     Phase(800, 16, 5e-4, ("glyph_silhouette",)),
     Phase(400, 16, 5e-4, ("glyph_model",)),
@@ -279,9 +252,7 @@ def phase_steps(steps: int) -> list[int]:
 
 def tiny_base_dir(cache_dir: Path, seed: int, steps: int) -> Path:
     """The cache folder of tiny_base; its name hashes the base preset's key, the recipe, the steps and the seed."""
-    from rft import models
-
-    base = models.tiny_model_dir(BASE_PRESET, seed, cache_dir).name
+    base = tiny.tiny_model_dir(BASE_PRESET, seed, cache_dir).name
     recipe = {**PRETRAIN, "steps": steps}
     key = json.dumps(
         [
@@ -313,35 +284,25 @@ def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) ->
     Returns:
         A folder saved with save_pretrained (model, tokenizer, processor), plus pretrain/phase<k>/metrics.jsonl.
     """
-    from rft import models, sft
-    from rft.config import LoggerConfig, RunConfig, SFTConfig
-    from rft.tracking import Tracker
-
     steps = PRETRAIN["steps"] if steps is None else steps
     cache_dir = Path(cache_dir).expanduser()
     out = tiny_base_dir(cache_dir, seed, steps)
     if (out / "config.json").is_file():
         return out
     log.info("building tiny_base (%d SFT steps, seed %d) into %s", steps, seed, out)
-    import torch
-
-    spec = models.ModelSpec(
-        id=BASE_PRESET,
-        path=None,
-        builtin=True,
-        seed=seed,
-        dtype="float32",
-        attn_implementation="sdpa",
-        min_pixels=28 * 28,
-        max_pixels=IMAGE_SIZE * IMAGE_SIZE,
-        trust_remote_code=False,
-        cache_dir=str(cache_dir),
+    model, processor = load_model(
+        ModelConfig(
+            id=BASE_PRESET,
+            seed=seed,
+            min_pixels=28 * 28,
+            max_pixels=IMAGE_SIZE * IMAGE_SIZE,
+            cache_dir=str(cache_dir),
+        )
     )
-    model, processor = models.load_model(spec)
     threads = torch.get_num_threads()
     torch.set_num_threads(BUILD_THREADS)
     try:
-        with models.building(out) as tmp:
+        with tiny.building(out) as tmp:
             torch.manual_seed(seed)
             offset = 0
             for k, (phase, n_steps) in enumerate(zip(PHASES, phase_steps(steps), strict=True), 1):

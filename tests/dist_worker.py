@@ -20,8 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from rft import distributed, grpo, models, pipeline, rewards, sft, tasks  # noqa: E402
+from rft import distributed, grpo, models, pipeline, rewards, sampling, sft  # noqa: E402
 from rft.config import DistConfig, RFTConfig, SFTConfig  # noqa: E402
+from rft.data.budget import apply_budget  # noqa: E402
+from rft.data.registry import build_task  # noqa: E402
+from rft.sampling import completion_mask  # noqa: E402
 from rft.tracking import Tracker  # noqa: E402
 from tests.conftest import tiny_run_config  # noqa: E402
 
@@ -36,8 +39,6 @@ def fixed_generate(model, tokenizer, prompts, *, num_return_sequences, max_new_t
         block[torch.arange(num_return_sequences), ends] = tokenizer.eos_token_id
         rows.append(block)
     completion_ids = torch.cat(rows)  # [B*G, T]
-    from rft.rollout import completion_mask
-
     return completion_ids, completion_mask(completion_ids, tokenizer)
 
 
@@ -55,7 +56,7 @@ def main() -> None:
             beta=0.0,
             max_new_tokens=10,
             samples_every=100,
-            decode="hf",
+            sampler="hf",
         )
     else:
         m = SFTConfig(
@@ -72,11 +73,11 @@ def main() -> None:
     cfg.budget.size = 24 if method == "sft" else 8  # SFT: 3 steps of 8
     distributed.init(cfg.dist.backend)
     if "--fixed-rollout" in flags:
-        grpo.generate = fixed_generate
-    task = tasks.build_task(cfg.task, seed=cfg.seed)
-    train = tasks.apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed)
+        sampling.SAMPLERS["hf"] = fixed_generate
+    task = build_task(cfg.task, seed=cfg.seed)
+    train = apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed)
     pipeline.seed_everything(cfg.seed)
-    model, processor = models.load_model(pipeline.model_spec(cfg))
+    model, processor = models.load_model(cfg.model)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     rank0 = distributed.rank() == 0
     tracker = Tracker(

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from rft import checkpoint, grpo, models, pipeline, sft, tasks
-from rft.config import BudgetConfig, CheckpointConfig, ConfigError, RunConfig, validate
-from rft.datasets import DataError
+from rft import checkpoint, grpo, models, pipeline, sft
+from rft.config import BudgetConfig, CheckpointConfig, ConfigError, ModelConfig, RunConfig, validate
+from rft.data.base import DataError
+from rft.data.budget import BudgetError, PromptStream
 from rft.engine import TorchEngine
-from rft.tracking import read_results
+from rft.results import read_results
 from tests.conftest import TINY_MODEL, tiny_run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,8 +102,8 @@ def test_unfinished_checkpoint_folders_are_ignored(tmp_path):
 def test_empty_budget():
     with pytest.raises(ConfigError, match="budget.size must be > 0, got 0"):
         BudgetConfig(kind="samples", size=0)
-    with pytest.raises(tasks.BudgetError, match="the training set is empty"):
-        tasks.PromptStream([], seed=0)
+    with pytest.raises(BudgetError, match="the training set is empty"):
+        PromptStream([], seed=0)
 
 
 def test_corrupt_image_in_the_middle_of_a_split(tmp_path, monkeypatch):
@@ -127,19 +128,9 @@ def test_corrupt_image_in_the_middle_of_a_split(tmp_path, monkeypatch):
 
 
 def test_trust_remote_code_is_off_by_default_and_loud_when_on(caplog):
-    from rft.config import ModelConfig
 
     assert ModelConfig().trust_remote_code is False
-    spec = models.ModelSpec(
-        id="tiny",
-        path=None,
-        builtin=True,
-        seed=0,
-        dtype="float32",
-        attn_implementation="sdpa",
-        trust_remote_code=True,
-        **TINY_MODEL,
-    )
+    spec = ModelConfig(trust_remote_code=True, **TINY_MODEL)
     with caplog.at_level(logging.WARNING, logger="rft.models"):
         models.load_model(spec)
     assert (
@@ -170,7 +161,7 @@ def test_output_location_not_writable(tmp_path, monkeypatch, where):
 def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     cfg = tiny_run_config(tmp_path, "rft", checkpoint=CheckpointConfig(every=1, keep_last=1))
     cfg.method.steps = 3
-    real_save, calls = checkpoint.save_model, []
+    real_save, calls = checkpoint.save_weights, []
 
     def save_then_fill_disk(module, path):
         calls.append(path)
@@ -179,7 +170,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, m
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_save(module, path)
 
-    monkeypatch.setattr(checkpoint, "save_model", save_then_fill_disk)
+    monkeypatch.setattr(checkpoint, "save_weights", save_then_fill_disk)
     with pytest.raises(checkpoint.CheckpointError) as err:
         pipeline.run(cfg, tmp_path / "run")
     root = tmp_path / "run" / "checkpoints"
@@ -355,7 +346,7 @@ def test_run_config_has_no_secret_fields():
     """Nothing in the schema is meant to hold a secret: tokens come from the environment only."""
     import dataclasses
 
-    from rft.tracking import redact
+    from rft.redaction import redact
 
     tree = dataclasses.asdict(RunConfig(method="zeroshot"))
     assert redact(tree) == tree

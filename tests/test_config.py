@@ -16,6 +16,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from experiments.schemas import to_run_config
 from rft.config import ConfigError, RFTConfig, RunConfig, SFTConfig, ZeroShotConfig, validate
+from rft.pipeline import run
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -125,7 +126,7 @@ def test_typos_fail_at_compose_time_naming_the_key(override, exc, needle):
         (["method.loss_agg=mean"], "loss_agg='mean' is not one of"),
         (["reward.terms=[]"], "empty terms list"),
         (["reward.terms=[{fn: accuracyy, weight: 1}]"], "unknown reward function 'accuracyy'"),
-        (["reward=nothink", "reward.terms=[{fn: length_budget, weight: 1}]"], "set think=true"),
+        (["reward=nothink", "reward.terms=[{fn: length_norm, weight: 1}]"], "set think=true"),
         (["budget.kind=some"], "budget.kind='some'"),
         (["model.dtype=float8"], "model.dtype='float8'"),
     ],
@@ -137,9 +138,12 @@ def test_cross_field_rules_fail_with_a_fix(overrides, needle):
     assert needle in text
 
 
-def test_shot_budget_on_a_multiple_choice_task_is_rejected():
+def test_shot_budget_on_a_multiple_choice_task_is_rejected(tmp_path):
+    """One home for the rule (rft.data.budget), checked before any model loads or any file is written."""
+    cfg = typed(["task=sat_synth", "budget=shots", "logger=none", f"results_csv={tmp_path}/results.csv"])
     with pytest.raises(ConfigError, match="use budget=samples"):
-        validate(typed(["task=sat_synth", "budget=shots"]))
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "results.csv").exists()
 
 
 def test_length_target_beyond_completion_budget_is_rejected():

@@ -1,4 +1,4 @@
-"""Tests for rft.datasets and experiments/data.py on fixtures written here in each official format.
+"""Tests for the real datasets (rft.data.fgvc, sat, banner) and experiments/data.py on fixtures written here in each official format.
 
 Fixtures: FGVC-Aircraft 2013b's archive layout (JPEGs with a red 20-px bottom banner, labels with spaces), HF
 parquet and save_to_disk copies (ClassLabel ints, Visual-RFT `<answer>` solutions, PNG bytes), array/SAT parquet
@@ -33,9 +33,11 @@ from rft.config import (
     TaskConfig,
     ZeroShotConfig,
 )
-from rft.datasets import DataError, LazyImage, verify_images
+from rft.data.base import DataError, accepted_answers
+from rft.data.budget import BudgetError, apply_budget
+from rft.data.images import LazyImage, verify_images
+from rft.data.registry import TASKS, build_task
 from rft.rewards import normalize_answer
-from rft.tasks import TASK_KINDS, BudgetError, accepted_answers, apply_budget, build_task
 
 VARIANTS = ["707-320", "Cessna 172", "F/A-18"]
 FAMILIES = {"707-320": "Boeing 707", "Cessna 172": "Cessna 172", "F/A-18": "F/A-18"}
@@ -161,7 +163,7 @@ def fgvc(root, **kw) -> TaskConfig:
 
 def test_fgvc_official_layout(fgvc_root: Path) -> None:
     task = build_task(fgvc(fgvc_root), splits=("train", "test"))
-    assert task.kind == TASK_KINDS["fgvc"] == "classification"
+    assert task.kind == TASKS["fgvc"].kind == "classification"
     assert task.classes == tuple(VARIANTS)
     assert len(task.split("train")) == 12 and len(task.split("test")) == 6
     assert {s.label for s in task.split("train")} == set(VARIANTS)  # "Cessna 172" kept whole
@@ -337,7 +339,7 @@ def test_banner_synth_is_deterministic_and_checkable() -> None:
 def test_banner_synth_sale_price_is_consistent() -> None:
     import random
 
-    from rft.datasets import _banner_question, render_banner
+    from rft.data.banner import _banner_question, render_banner
 
     for i in range(40):
         rng = random.Random(i)
@@ -526,7 +528,7 @@ def smoke_config(task: TaskConfig, method: str, tmp_path: Path) -> RunConfig:
             samples_every=1,
         ),  # fmt: skip
     }
-    shots = TASK_KINDS[task.name] == "classification"
+    shots = TASKS[task.name].kind == "classification"
     return RunConfig(
         task=task,
         method=methods[method],
@@ -554,7 +556,7 @@ def test_smoke_task_x_method(task_name, method, tmp_path, fgvc_root, sat_root, b
         name=task_name, root=str(roots[task_name]) if roots[task_name] else None, train_size=8, test_size=3
     )
     record = run(smoke_config(task, method, tmp_path), tmp_path / "run")
-    assert record["status"] == "finished" and record["eval/n"] == 3.0
+    assert record.status == "finished" and record.metrics["eval/n"] == 3.0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["min_pixels"] == 784 and results["max_pixels"] == 12544
     with open(tmp_path / "results.csv") as f:

@@ -10,6 +10,7 @@ rounding in near-zero gradients).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,10 +22,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from rft import grpo, models, pipeline, sft, tasks
+from rft import grpo, models, pipeline, sft
 from rft.config import ConfigError, DistConfig, LoraConfig, RFTConfig, validate
+from rft.data.budget import apply_budget
+from rft.data.registry import build_task
 from rft.engine import deepspeed_config
-from rft.tracking import Tracker, read_results
+from rft.results import read_results
+from rft.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
@@ -108,7 +112,7 @@ def test_cli_under_torchrun_writes_one_run_dir_and_one_row(tmp_path, tmp_path_fa
             f"hydra.run.dir={tmp_path}/run",
             f"model.cache_dir={cold_cache}",
         ]
-        + (["method.decode=hf"] if method == "rft" else []),
+        + (["method.sampler=hf"] if method == "rft" else []),
         nproc=2,
     )
     rows = read_results(csv)
@@ -150,9 +154,9 @@ def test_world_size_rules_have_fixes(tiny_cfg):
 
 
 def _loop(cfg, tmp_path):
-    task = tasks.build_task(cfg.task, seed=cfg.seed)
-    train = tasks.apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed)
-    model, processor = models.load_model(pipeline.model_spec(cfg))
+    task = build_task(cfg.task, seed=cfg.seed)
+    train = apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed)
+    model, processor = models.load_model(cfg.model)
     tracker = Tracker(
         tmp_path, enabled=True, backend="none", project="p", name="t", mode="disabled", config={}, axes={}
     )
@@ -165,7 +169,7 @@ def test_lora_trains_only_the_adapter(tiny_cfg, tmp_path, kind):
     cfg.model.lora = LoraConfig(enabled=True, r=4, alpha=8, dropout=0.0)
     if kind == "rft":
         cfg.method.beta = 0.04  # the reference is the same model with its adapter disabled
-        cfg.method.decode = "hf"
+        cfg.method.sampler = "hf"
     task, train, model, processor, tracker = _loop(cfg, tmp_path)
     assert models.is_lora(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -237,9 +241,7 @@ def test_lora_adapter_merges_into_a_standalone_model(tiny_cfg, tmp_path):
     model.save_pretrained(tmp_path / "adapter")
     merged_dir = merge(tmp_path / "adapter", tmp_path / "merged")
     merged, _ = models.load_model(
-        models.ModelSpec(
-            **{**pipeline.model_spec(cfg).__dict__, "builtin": False, "path": str(merged_dir), "lora": None}
-        )
+        dataclasses.replace(cfg.model, builtin=False, path=str(merged_dir), lora=LoraConfig())
     )
     assert not models.is_lora(merged)
     ids = torch.tensor([[1, 2, 3, 4]])
@@ -275,11 +277,11 @@ def test_zero2_two_rank_resume_is_bit_identical(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_lora_with_the_lean_decoder_is_refused(tiny_cfg):
+def test_lora_with_the_lean_sampler_is_refused(tiny_cfg):
     cfg = tiny_cfg("rft")
     cfg.model.lora = LoraConfig(enabled=True)
-    cfg.method.decode = "lean"
-    with pytest.raises(ConfigError, match="pass method.decode=hf"):
+    cfg.method.sampler = "lean"
+    with pytest.raises(ConfigError, match="pass method.sampler=hf"):
         validate(cfg)
 
 

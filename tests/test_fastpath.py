@@ -1,7 +1,7 @@
 """Correctness guard of the fast paths: each optimised path against its straightforward counterpart, on the tiny
 model and fixed inputs.
 
-    - lean decode (rft.decode) vs HF generate: token-identical greedy and seeded sampling, on image prompts with
+    - lean sampler (rft.sampling.sample_lean) vs HF generate: token-identical greedy and seeded sampling, on image prompts with
       left padding (so M-RoPE positions and rope_deltas are exercised), and the min_new_tokens rule;
     - shared-prompt log-probs vs the full-sequence forward vs the naive G-image-copies forward: same log-probs,
       loss gradients (vision tower included) within 1e-5 relative;
@@ -20,8 +20,12 @@ import math
 import pytest
 import torch
 
-from experiments.bench import naive_logprobs
-from rft import decode, grpo, models, pipeline, rollout, tasks
+from rft import grpo, models
+from rft.config import ModelConfig
+from rft.data.sat import make_sat_synth
+from rft.logprobs import completion_logprobs, naive_logprobs, shared_prompt_logprobs
+from rft.prompts import chat_text, encode_prompts
+from rft.sampling import sample_hf, sample_lean, sample_next
 
 REL_TOL = 1e-5  # fp32; observed differences are ~1e-7 relative
 
@@ -31,24 +35,15 @@ def tiny(tmp_path_factory):
     """The tiny model, its processor, and two image prompts of different lengths (so one is left-padded)."""
     from tests.conftest import TINY_MODEL
 
-    spec = models.ModelSpec(
-        id="tiny",
-        path=None,
-        builtin=True,
-        seed=0,
-        dtype="float32",
-        attn_implementation="sdpa",
-        trust_remote_code=False,
-        **TINY_MODEL,
-    )
+    spec = ModelConfig(**TINY_MODEL)
     model, processor = models.load_model(spec)
-    task = tasks.make_sat_synth(4, 1, 0, 56)
+    task = make_sat_synth(4, 1, 0, 56)
     samples = task.split("train")[:2]
     texts = [
-        rollout.chat_text(processor, task.prompt(s, think), 1)
+        chat_text(processor, task.prompt(s, think), 1)
         for s, think in zip(samples, (True, False), strict=True)
     ]
-    prompts = rollout.encode_prompts(processor, texts, [s.images for s in samples])
+    prompts = encode_prompts(processor, texts, [s.images for s in samples])
     assert (prompts.attention_mask == 0).any(), "the fixture needs a left-padded prompt"
     return model, processor, prompts
 
@@ -56,9 +51,9 @@ def tiny(tmp_path_factory):
 def both(model, tok, prompts, seed, **kw):
     model.eval()
     torch.manual_seed(seed)
-    ref = rollout.generate(model, tok, prompts, **kw)
+    ref = sample_hf(model, tok, prompts, **kw)
     torch.manual_seed(seed)
-    lean = decode.generate(model, tok, prompts, **kw)
+    lean = sample_lean(model, tok, prompts, **kw)
     return ref, lean
 
 
@@ -93,11 +88,11 @@ def test_sampler_rules():
     logits[:, 5] = 50.0  # EOS would always win
     kw = dict(suppress=torch.tensor([1, 2]), eos_id=5, temperature=1.0)
     for _ in range(20):
-        held = decode.sample_next(logits, 0, min_new_tokens=1, **kw)
+        held = sample_next(logits, 0, min_new_tokens=1, **kw)
         assert not bool(((held == 5) | (held == 1) | (held == 2)).any())
-    assert decode.sample_next(logits, 1, min_new_tokens=1, **kw).eq(5).all()
+    assert sample_next(logits, 1, min_new_tokens=1, **kw).eq(5).all()
     assert (
-        decode.sample_next(logits, 0, min_new_tokens=0, suppress=kw["suppress"], eos_id=5, temperature=None)
+        sample_next(logits, 0, min_new_tokens=0, suppress=kw["suppress"], eos_id=5, temperature=None)
         .eq(5)
         .all()
     )
@@ -128,14 +123,14 @@ def test_log_prob_paths_give_the_same_loss_and_gradients(tiny):
     model, processor, prompts = tiny
     tok = processor.tokenizer
     torch.manual_seed(0)
-    ids, mask = decode.generate(
+    ids, mask = sample_lean(
         model.eval(), tok, prompts, num_return_sequences=3, max_new_tokens=12, temperature=1.0
     )
     mask[1, 5:] = 0  # uneven lengths, including a row that ends early
     mask[4, 2:] = 0
     pidx = torch.arange(2).repeat_interleave(3)  # [6]
     naive = loss_and_grads(model, naive_logprobs, prompts, pidx, ids, mask)
-    for fn in (rollout.completion_logprobs, rollout.shared_prompt_logprobs):
+    for fn in (completion_logprobs, shared_prompt_logprobs):
         logp, loss, grads = loss_and_grads(model, fn, prompts, pidx, ids, mask)
         assert torch.allclose(logp, naive[0], atol=1e-5), fn.__name__
         assert math.isclose(loss, naive[1], rel_tol=REL_TOL, abs_tol=1e-7), fn.__name__
@@ -143,7 +138,7 @@ def test_log_prob_paths_give_the_same_loss_and_gradients(tiny):
     # A micro-batch holding part of one group and part of another.
     sub = slice(2, 5)
     ref = loss_and_grads(model, naive_logprobs, prompts, pidx[sub], ids[sub], mask[sub])
-    got = loss_and_grads(model, rollout.shared_prompt_logprobs, prompts, pidx[sub], ids[sub], mask[sub])
+    got = loss_and_grads(model, shared_prompt_logprobs, prompts, pidx[sub], ids[sub], mask[sub])
     assert torch.allclose(got[0], ref[0], atol=1e-5)
     assert_close_grads(ref[2], got[2])
 
@@ -166,9 +161,9 @@ def one_grpo_step(tiny_cfg, monkeypatch, **method):
     cfg.method.steps = 1
     for k, v in method.items():
         setattr(cfg.method, k, v)
-    task = tasks.make_sat_synth(cfg.task.train_size, cfg.task.test_size, 0, cfg.task.image_size)
+    task = make_sat_synth(cfg.task.train_size, cfg.task.test_size, 0, cfg.task.image_size)
     train = task.split("train")[:4]
-    model, processor = models.load_model(pipeline.model_spec(cfg))
+    model, processor = models.load_model(cfg.model)
     grads: list[dict[str, torch.Tensor]] = []
     clip = torch.nn.utils.clip_grad_norm_
 
@@ -185,11 +180,11 @@ def one_grpo_step(tiny_cfg, monkeypatch, **method):
 
 
 def test_grpo_step_fast_and_reference_paths_agree(tiny_cfg, monkeypatch):
-    """Same seed: lean decode samples the same completions as HF generate, and the shared-prompt update gives the
+    """Same seed: the lean sampler samples the same completions as HF generate, and the shared-prompt update gives the
     same loss and gradient as the full-copy update. (Parameters after one AdamW step are not compared: Adam's
     first step turns a gradient of +-1e-12 noise into a +-lr update.)"""
     fast, _, fast_grads = one_grpo_step(tiny_cfg, monkeypatch)
-    ref, _, ref_grads = one_grpo_step(tiny_cfg, monkeypatch, decode="hf", share_prompt=False)
+    ref, _, ref_grads = one_grpo_step(tiny_cfg, monkeypatch, sampler="hf", share_prompt=False)
     assert fast["rollout/completion_tokens"] == ref["rollout/completion_tokens"]
     assert fast["rollout/reward_mean"] == ref["rollout/reward_mean"]
     for key in ("train/loss", "train/grad_norm"):
@@ -205,8 +200,8 @@ def test_beta0_mu1_runs_one_policy_pass_per_micro_batch(tiny_cfg, monkeypatch, s
     made = []
     real_load = models.load_model
 
-    def load_and_hook(spec):
-        model, processor = real_load(spec)
+    def load_and_hook(spec, model_dir=None):
+        model, processor = real_load(spec, model_dir)
         made.append(model)
 
         def count(module, args, kwargs):

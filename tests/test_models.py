@@ -12,35 +12,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from rft import models
+from rft import models, tiny
+from rft.config import ModelConfig
+from rft.processor import SPECIAL_TOKENS
 from tests.conftest import TINY_MODEL
 
 
-def spec(**kw) -> models.ModelSpec:
-    base = dict(
-        id="tiny",
-        path=None,
-        builtin=True,
-        seed=0,
-        dtype="float32",
-        attn_implementation="sdpa",
-        trust_remote_code=False,
-        **TINY_MODEL,
-    )
-    base.update(kw)
-    return models.ModelSpec(**base)
+def spec(**kw) -> ModelConfig:
+    return ModelConfig(**{**TINY_MODEL, **kw})
 
 
 def test_tiny_model_is_deterministic_and_cached(tmp_path):
-    a = models.build_tiny_model("tiny", 3, tmp_path)
-    b = models.build_tiny_model("tiny", 3, tmp_path / "other")
+    a = tiny.build_tiny_model("tiny", 3, tmp_path)
+    b = tiny.build_tiny_model("tiny", 3, tmp_path / "other")
     assert a.name == b.name
     wa, wb = (models.AutoModelForImageTextToText.from_pretrained(p).state_dict() for p in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     mtime = (a / "model.safetensors").stat().st_mtime
-    assert models.build_tiny_model("tiny", 3, tmp_path) == a  # second call reuses the cache
+    assert tiny.build_tiny_model("tiny", 3, tmp_path) == a  # second call reuses the cache
     assert (a / "model.safetensors").stat().st_mtime == mtime
-    c = models.build_tiny_model("tiny", 4, tmp_path)
+    c = tiny.build_tiny_model("tiny", 4, tmp_path)
     wc = models.AutoModelForImageTextToText.from_pretrained(c).state_dict()
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
@@ -49,7 +40,7 @@ def test_tiny_model_loads_through_the_auto_classes_with_qwen_tokens():
     model, processor = models.load_model(spec())
     assert type(model).__name__ == "Qwen2VLForConditionalGeneration"
     tok = processor.tokenizer
-    for name in models.SPECIAL_TOKENS:
+    for name in SPECIAL_TOKENS:
         assert tok.convert_tokens_to_ids(name) != tok.unk_token_id
     assert model.config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
     assert tok.eos_token == "<|im_end|>" and tok.padding_side == "left"
@@ -90,7 +81,7 @@ def test_unsupported_architecture_and_remote_code_are_refused(tmp_path):
 
 def test_local_copy_of_a_real_layout_loads_by_path(tmp_path):
     """model.path=<dir> is the route for real checkpoints; the tiny folder has the same layout."""
-    src = models.build_tiny_model("tiny", 0, Path(TINY_MODEL["cache_dir"]))
+    src = tiny.build_tiny_model("tiny", 0, Path(TINY_MODEL["cache_dir"]))
     model, _ = models.load_model(spec(builtin=False, id="local", path=str(src)))
     assert model.config.model_type == "qwen2_vl"
     assert os.path.isfile(src / "model.safetensors")

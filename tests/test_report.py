@@ -13,10 +13,11 @@ import math
 from pathlib import Path
 
 import pytest
+from scipy import stats as scipy_stats
 
 from experiments import report as cli
 from rft import report
-from rft.tracking import append_result_row
+from rft.results import append_result_row
 
 FGVC, SAT = "fgvc_synth", "sat_synth"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -145,20 +146,38 @@ def record(table: report.Table, row: str, task: str, metric: str = report.ACCURA
     return match
 
 
-def test_summarize_matches_hand_computed_values():
-    s = report.summarize([50.0, 60.0, 70.0])
+# t_{0.975, df} from printed tables, to 3 decimals: scipy's exact values must round to them.
+T_TABLE = 5e-4
+
+
+def test_mean_std_ci_matches_hand_computed_values():
+    s = report.mean_std_ci([50.0, 60.0, 70.0])
     assert (s.n, s.mean, s.std) == (3, 60.0, 10.0)
-    assert s.ci95 == pytest.approx(4.303 * 10 / math.sqrt(3))  # 24.84
+    assert s.ci95 == pytest.approx(4.303 * 10 / math.sqrt(3), abs=T_TABLE * 10 / math.sqrt(3))  # 24.84
     assert report.format_stats(s) == "60.0 ± 10.0 (n=3) [35.2, 84.8]"
-    one = report.summarize([45.0])
+    one = report.mean_std_ci([45.0])
     assert (one.std, one.ci95) == (None, None) and report.format_stats(one) == "45.0 ± – (n=1)"
-    two = report.summarize([30.0, 40.0])  # std sqrt(50) = 7.07; no CI below n = 3
+    two = report.mean_std_ci([30.0, 40.0])  # std sqrt(50) = 7.07; no CI below n = 3
     assert two.std == pytest.approx(math.sqrt(50)) and two.ci95 is None
-    # t_{0.975}: the table for df <= 30, the series beyond (exact: df 40 -> 2.0211, df 120 -> 1.9799).
-    assert report.t95(2) == 4.303 and report.t95(30) == 2.042
+    # t_{0.975} (exact: df 40 -> 2.0211, df 120 -> 1.9799).
+    assert report.t95(2) == pytest.approx(4.303, abs=T_TABLE) and report.t95(30) == pytest.approx(
+        2.042, abs=T_TABLE
+    )
     assert report.t95(40) == pytest.approx(2.0211, abs=1e-3) and report.t95(120) == pytest.approx(
         1.9799, abs=1e-3
     )
+
+
+@pytest.mark.parametrize(
+    "values", [[1.0, 2.0, 4.0], [0.5] * 4 + [0.9], [float(i * i) for i in range(12)], [0.3] * 40 + [0.1]]
+)
+def test_t_interval_equals_scipy(values):
+    s = report.mean_std_ci(values)
+    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=s.mean, scale=scipy_stats.sem(values))
+    assert s.mean - s.ci95 == pytest.approx(low, rel=1e-12) and s.mean + s.ci95 == pytest.approx(
+        high, rel=1e-12
+    )
+    assert s.std == pytest.approx(float(scipy_stats.tstd(values)), rel=1e-12)
 
 
 def test_table1_cells_means_stds_cis_and_deltas(built):
@@ -183,7 +202,8 @@ def test_table1_cells_means_stds_cis_and_deltas(built):
 
     rft = record(t1, "rft @ shots:4", FGVC)
     assert rft["mean"] == pytest.approx(75.0) and rft["std"] == pytest.approx(math.sqrt(175))
-    assert rft["ci95_half"] == pytest.approx(4.303 * math.sqrt(175) / math.sqrt(3))  # 32.865
+    half = math.sqrt(175) / math.sqrt(3)
+    assert rft["ci95_half"] == pytest.approx(4.303 * half, abs=T_TABLE * half)  # 32.865
     sat = record(t1, "rft @ shots:4", SAT)
     assert (sat["n"], sat["n_failed"], sat["n_seeds"], sat["ci95_half"]) == (2, 1, 3, "")
     delta = record(t1, "Δ(RFT−SFT) @ shots:4", FGVC, "accuracy_delta")
@@ -216,7 +236,7 @@ def test_table2_thinking_levels(built):
     assert t2.columns[:3] == ["level", "reward", "budget"]
     assert {c["budget"] for c in cells.values()} == {"shots:4"}
     assert cells["nothink"]["level"] == "no think"
-    assert cells["length_norm"]["level"] == "think + length (budget)"
+    assert cells["length_norm"]["level"] == "think + length (target)"
     assert cells["nothink"][f"{FGVC} acc %"] == "85.0 ± 7.1 (n=2)"
     # the rft @ shots:4 rows of table 1 are the "think" level; seed 2's other pixels are flagged here too
     assert cells["acc_format"][f"{FGVC} think tokens"].startswith("12.0 ± 2.0 (n=3) · mixed config: pixels")
@@ -271,7 +291,11 @@ def test_rows_rebuilt_from_results_json_of_a_sweep(tmp_path: Path):
         record = result_row(job.name, "rft", FGVC, "samples:64", i, acc, run_dir=str(job))
         (job / "results.json").write_text(json.dumps({**record, "versions": {"torch": "2.13.0"}}))
     rows, source = report.load_rows(tmp_path)
-    assert source == tmp_path and [r["think"] for r in rows] == ["True", "True"] and "versions" not in rows[0]
+    assert (
+        source == tmp_path
+        and [r.think for r in rows] == [True, True]
+        and "versions" not in rows[0].to_record()
+    )
     cells = grid(report.table1(rows))
     assert cells["rft @ samples:64"][FGVC] == "60.0 ± 14.1 (n=2)"  # std sqrt(((50-60)^2 + (70-60)^2) / 1)
     assert cells["sft @ samples:64"][FGVC] == "missing"

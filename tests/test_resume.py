@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from rft import checkpoint
-from rft.tracking import read_results
+from rft.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -282,21 +282,21 @@ def test_accuracy_and_format_rewards() -> None:
         ("x " + GOOD, 50, 100, 0.0),  # text outside tags: format invalid
     ],
 )
-def test_length_budget(completion: str, think_tokens: int, length_target: int, expected: float) -> None:
+def test_length_norm(completion: str, think_tokens: int, length_target: int, expected: float) -> None:
     x = batch([completion], think_tokens=[think_tokens], length_target=length_target)
-    assert REWARDS["length_budget"](x) == [pytest.approx(expected)]
+    assert REWARDS["length_norm"](x) == [pytest.approx(expected)]
 
 
-def test_length_budget_is_gated_by_think_format_even_for_no_think_template() -> None:
+def test_length_norm_is_gated_by_think_format_even_for_no_think_template() -> None:
     x = batch([GOOD, BAD], think_tokens=[50, 50], think=False)
-    assert REWARDS["length_budget"](x) == [0.5, 0.0]
+    assert REWARDS["length_norm"](x) == [0.5, 0.0]
 
 
-def test_length_group_mixed_valid_and_invalid() -> None:
+def test_length_norm_group_mixed_valid_and_invalid() -> None:
     # valid lengths 10, 40, 30 -> min 10, max 40, span 30; the invalid row has the longest think but earns 0
     # and does not move the max.
     x = batch([GOOD, GOOD, BAD, GOOD], think_tokens=[10, 40, 90, 30], group_size=4)
-    assert REWARDS["length_group"](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.0, 2 / 3]]
+    assert REWARDS["length_norm_group"](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.0, 2 / 3]]
 
 
 @pytest.mark.parametrize(
@@ -308,12 +308,14 @@ def test_length_group_mixed_valid_and_invalid() -> None:
         ([BAD, BAD, BAD, BAD], [1, 2, 3, 4]),  # none valid
     ],
 )
-def test_length_group_degenerate_groups_are_zero(completions: list[str], think_tokens: list[int]) -> None:
+def test_length_norm_group_degenerate_groups_are_zero(
+    completions: list[str], think_tokens: list[int]
+) -> None:
     x = batch(completions, think_tokens=think_tokens, group_size=4)
-    assert REWARDS["length_group"](x) == [0.0, 0.0, 0.0, 0.0]
+    assert REWARDS["length_norm_group"](x) == [0.0, 0.0, 0.0, 0.0]
 
 
-def test_length_group_groups_are_independent() -> None:
+def test_length_norm_group_groups_are_independent() -> None:
     # G=3. group 0 = rows 0..2, lengths 0, 100, 50 -> 0, 1, 0.5.
     # group 1 = rows 3..5, lengths 60, (invalid, 1000), 70 -> 0, 0, 1; group 0's span plays no part.
     x = batch(
@@ -321,7 +323,7 @@ def test_length_group_groups_are_independent() -> None:
         think_tokens=[0, 100, 50, 60, 1000, 70],
         group_size=3,
     )
-    assert REWARDS["length_group"](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.5, 0.0, 0.0, 1.0]]
+    assert REWARDS["length_norm_group"](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.5, 0.0, 0.0, 1.0]]
 
 
 def test_length_raw_is_ungated() -> None:
@@ -331,7 +333,7 @@ def test_length_raw_is_ungated() -> None:
 
 def test_rewards_registry_names() -> None:
     builtin = {name for name in REWARDS if not name.startswith("test_")}  # conftest registers test-only terms
-    assert builtin == {"accuracy", "format", "length_budget", "length_group", "length_raw"}
+    assert builtin == {"accuracy", "format", "length_norm", "length_norm_group", "length_raw"}
 
 
 # --- score and reward_stats ---------------------------------------------------------------------------------
@@ -345,7 +347,7 @@ def test_score_weights_and_sums_terms() -> None:
         group_size=2,
         length_target=100,
     )
-    per_term, total = score(x, [("accuracy", 1.0), ("format", 0.5), ("length_budget", 2.0)])
+    per_term, total = score(x, [("accuracy", 1.0), ("format", 0.5), ("length_norm", 2.0)])
     assert per_term == [
         [1.0, 0.0, 1.0, 0.0],
         [1.0, 1.0, 0.0, 0.0],
@@ -362,7 +364,7 @@ def test_score_without_terms_is_zero() -> None:
 
 
 def test_score_unknown_reward_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown reward 'acuracy'.*accuracy, format, length_budget"):
+    with pytest.raises(ValueError, match=r"unknown reward 'acuracy'.*accuracy, format, length_norm"):
         score(batch([GOOD]), [("acuracy", 1.0)])
 
 
@@ -390,12 +392,12 @@ def test_score_validates_inputs(field: str, value: object, message: str) -> None
 
 
 def test_reward_stats() -> None:
-    stats = reward_stats(["accuracy", "length_budget"], [[1.0, 0.0, 1.0, 0.0], [0.5, 0.5, 0.5, 0.5]])
+    stats = reward_stats(["accuracy", "length_norm"], [[1.0, 0.0, 1.0, 0.0], [0.5, 0.5, 0.5, 0.5]])
     assert stats == {
         "reward/accuracy": 0.5,
         "reward/accuracy_std": 0.5,  # population std of {1, 0, 1, 0}
-        "reward/length_budget": 0.5,
-        "reward/length_budget_std": 0.0,
+        "reward/length_norm": 0.5,
+        "reward/length_norm_std": 0.0,
     }
 
 

@@ -15,24 +15,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from rft import grpo, models, pipeline, sft, tasks
+from rft import grpo, models, pipeline, sft
 from rft.config import LoggerConfig
-from rft.tracking import Tracker, read_results
+from rft.data.budget import BudgetError, apply_budget
+from rft.data.registry import build_task
+from rft.results import read_results
+from rft.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def loop_inputs(cfg, tmp_path):
-    task = tasks.build_task(
+    task = build_task(
         cfg.task.name,
         data_seed=0,
         image_size=cfg.task.image_size,
         train_size=cfg.task.train_size,
         test_size=cfg.task.test_size,
     )
-    train = tasks.apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed)
-    model, processor = models.load_model(pipeline.model_spec(cfg))
+    train = apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed)
+    model, processor = models.load_model(cfg.model)
     tracker = Tracker(
         tmp_path,
         enabled=True,
@@ -96,7 +99,7 @@ def test_pipeline_writes_the_output_contract(tiny_cfg, tmp_path, method):
     )
     run_dir = tmp_path / "run"
     record = pipeline.run(cfg, run_dir, config_yaml="seed: 0\n")
-    assert record["status"] == "finished" and 0.0 <= record["eval/accuracy"] <= 1.0
+    assert record.status == "finished" and 0.0 <= record.metrics["eval/accuracy"] <= 1.0
     for name in ("metrics.jsonl", "results.json", "eval_predictions.jsonl", "config.yaml"):
         assert (run_dir / name).is_file() or (method == "zeroshot" and name == "metrics.jsonl"), name
     if method == "rft":
@@ -144,7 +147,7 @@ def test_budget_larger_than_data_fails_before_any_row(tiny_cfg, tmp_path):
     from rft.config import BudgetConfig
 
     cfg = tiny_cfg("rft", budget=BudgetConfig(kind="samples", size=999))
-    with pytest.raises(tasks.BudgetError, match="larger than the train pool"):
+    with pytest.raises(BudgetError, match="larger than the train pool"):
         pipeline.run(cfg, tmp_path / "run")
     assert not Path(cfg.results_csv).exists() and not (tmp_path / "run").exists()
 

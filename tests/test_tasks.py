@@ -9,15 +9,18 @@ from collections import Counter
 
 import pytest
 
-from rft import tasks
+from rft.data.base import accepted_answers
+from rft.data.budget import BudgetError, PromptStream, apply_budget
+from rft.data.draw import GLYPH_CLASSES
+from rft.data.registry import build_task
 
 
 def fgvc(seed=0):
-    return tasks.build_task("fgvc_synth", data_seed=seed, image_size=56, train_size=6, test_size=2)
+    return build_task("fgvc_synth", data_seed=seed, image_size=56, train_size=6, test_size=2)
 
 
 def sat(seed=0):
-    return tasks.build_task("sat_synth", data_seed=seed, image_size=56, train_size=40, test_size=10)
+    return build_task("sat_synth", data_seed=seed, image_size=56, train_size=40, test_size=10)
 
 
 def test_rendering_is_deterministic_from_the_data_seed():
@@ -42,7 +45,7 @@ def test_multiple_choice_accepts_option_text_or_letter_and_shuffles():
     for s in rows:
         assert s.answer in s.options and set(s.options) in ({"left", "right"}, {"above", "below"})
         letter = "ab"[s.options.index(s.answer)]
-        assert tasks.accepted_answers(s) == frozenset({s.answer, letter})
+        assert accepted_answers(s) == frozenset({s.answer, letter})
     assert len({s.options[0] for s in rows if s.qtype == "left_right"}) == 2  # both orders occur
 
 
@@ -56,35 +59,33 @@ def test_prompts_carry_the_think_or_nothink_instruction():
 
 def test_shot_budget_is_balanced_seeded_and_nested():
     pool = fgvc().split("train")
-    two = tasks.apply_budget(pool, "shots", 2, seed=0)
-    assert Counter(s.label for s in two) == {c: 2 for c in tasks.GLYPH_CLASSES}
-    assert [s.uid for s in two] == [s.uid for s in tasks.apply_budget(pool, "shots", 2, seed=0)]
-    assert {s.uid for s in two} != {s.uid for s in tasks.apply_budget(pool, "shots", 2, seed=1)}
-    four = tasks.apply_budget(pool, "shots", 4, seed=0)
+    two = apply_budget(pool, "shots", 2, seed=0)
+    assert Counter(s.label for s in two) == {c: 2 for c in GLYPH_CLASSES}
+    assert [s.uid for s in two] == [s.uid for s in apply_budget(pool, "shots", 2, seed=0)]
+    assert {s.uid for s in two} != {s.uid for s in apply_budget(pool, "shots", 2, seed=1)}
+    four = apply_budget(pool, "shots", 4, seed=0)
     assert {s.uid for s in two} <= {s.uid for s in four}
 
 
 def test_sample_budget_and_errors():
     pool = sat().split("train")
-    ten = tasks.apply_budget(pool, "samples", 10, seed=0)
-    assert len(ten) == 10 and {s.uid for s in ten} <= {
-        s.uid for s in tasks.apply_budget(pool, "samples", 20, 0)
-    }
+    ten = apply_budget(pool, "samples", 10, seed=0)
+    assert len(ten) == 10 and {s.uid for s in ten} <= {s.uid for s in apply_budget(pool, "samples", 20, 0)}
     assert all(s.uid.startswith("train-") for s in ten)  # the test split is never sampled
-    with pytest.raises(tasks.BudgetError, match="larger than the train pool"):
-        tasks.apply_budget(pool, "samples", 41, seed=0)
-    with pytest.raises(tasks.BudgetError, match="larger than class"):
-        tasks.apply_budget(fgvc().split("train"), "shots", 7, seed=0)
-    with pytest.raises(tasks.BudgetError, match="needs class labels"):
-        tasks.apply_budget(pool, "shots", 1, seed=0)
+    with pytest.raises(BudgetError, match="larger than the train pool"):
+        apply_budget(pool, "samples", 41, seed=0)
+    with pytest.raises(BudgetError, match="larger than class"):
+        apply_budget(fgvc().split("train"), "shots", 7, seed=0)
+    with pytest.raises(BudgetError, match="needs class labels"):
+        apply_budget(pool, "shots", 1, seed=0)
 
 
 def test_prompt_stream_is_seeded_and_crosses_epochs():
     pool = sat().split("train")[:5]
-    a, b = tasks.PromptStream(pool, seed=0), tasks.PromptStream(pool, seed=0)
+    a, b = PromptStream(pool, seed=0), PromptStream(pool, seed=0)
     first = [s.uid for s in a.take(7)]
     assert first == [s.uid for s in b.take(7)]
     assert sorted(first[:5]) == sorted(s.uid for s in pool) and a.epoch == 1
-    c = tasks.PromptStream(pool, seed=0)
+    c = PromptStream(pool, seed=0)
     c.load_state(b.state())
     assert [s.uid for s in c.take(3)] == [s.uid for s in b.take(3)]

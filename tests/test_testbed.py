@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from rft import models, testbed
+from rft import models, pipeline, testbed
+from rft.config import ModelConfig, RunConfig, SFTConfig
+from rft.data.draw import COLOURS
+from rft.data.registry import build_task
 from rft.sft import sft_target
-from rft.tasks import COLOURS, build_task
 
 REPO = Path(__file__).resolve().parents[1]
 # A reduced tiny_base for tests (the real one, PRETRAIN["steps"], is built by `make tiny-base`).
@@ -142,12 +144,12 @@ def test_model_tiny_base_resolves_to_the_testbed(tiny_base_dir):
     out, _, cache = tiny_base_dir
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(testbed.PRETRAIN, "steps", TEST_STEPS)
-        spec = models.ModelSpec(
-            id="tiny_base", path=None, builtin=True, seed=0, dtype="float32", attn_implementation="sdpa",
-            min_pixels=784, max_pixels=12544, trust_remote_code=False, cache_dir=str(cache),
-        )  # fmt: skip
-        assert models.resolve_model_dir(spec) == str(out)
-        model, processor = models.load_model(spec)
+        cfg = RunConfig(
+            method=SFTConfig(),
+            model=ModelConfig(id="tiny_base", min_pixels=784, max_pixels=12544, cache_dir=str(cache)),
+        )
+        assert pipeline.model_dir(cfg) == str(out)
+        model, processor = models.load_model(cfg.model, pipeline.model_dir(cfg))
     assert model.config.model_type == "qwen2_vl" and processor.tokenizer.eos_token == "<|im_end|>"
 
 
@@ -216,10 +218,7 @@ def test_small_preset_lets_the_lm_see_image_positions(tmp_path):
     """tiny_base's base preset turns its height and width RoPE frequencies by > 0.1 rad per grid step."""
     from transformers import AutoConfig
 
-    spec = models.ModelSpec(
-        id="small", path=None, builtin=True, seed=0, dtype="float32", attn_implementation="sdpa",
-        min_pixels=784, max_pixels=12544, trust_remote_code=False, cache_dir=str(tmp_path),
-    )  # fmt: skip
+    spec = ModelConfig(id="small", min_pixels=784, max_pixels=12544, cache_dir=str(tmp_path))
     cfg = AutoConfig.from_pretrained(models.resolve_model_dir(spec)).text_config
     theta, (t, h, w) = cfg.rope_parameters["rope_theta"], cfg.rope_parameters["mrope_section"]
     half = cfg.hidden_size // cfg.num_attention_heads // 2

@@ -1,4 +1,5 @@
-"""Tests for rft.tracking: files, results table, Tracker (with and without W&B), redaction, timing.
+"""Tests for rft.files, rft.results, rft.redaction and rft.tracking: atomic files, the results table and its
+typed row, redaction, the Tracker (with and without W&B), timing and provenance.
 
 W&B runs are offline with every wandb folder (run, data/staging, cache, config) inside ``tmp_path``; nothing
 touches the network or the home directory.
@@ -22,19 +23,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from rft.tracking import (
-    PhaseTimer,
-    Tracker,
-    append_result_row,
-    atomic_write_json,
-    atomic_write_text,
-    flatten,
-    git_commit,
-    package_versions,
-    read_results,
-    redact,
-    resolve_wandb_mode,
-)
+from rft.files import atomic_write_json, atomic_write_text
+from rft.redaction import redact
+from rft.results import ResultRow, append_result_row, git_commit, package_versions, read_results
+from rft.tracking import PhaseTimer, Tracker, flatten, resolve_wandb_mode
 
 SECRET = "sk-planted-secret-0123456789abcdef"
 AXES = {"task": "sat_synth", "method": "grpo", "model": "tiny-qwen2vl", "reward": "acc_fmt", "budget": "b64"}
@@ -169,6 +161,79 @@ def test_append_result_row_concurrent_processes(tmp_path: Path) -> None:
     # Per worker, rows keep their append order.
     for w in range(4):
         assert [int(r["i"]) for r in rows if r["worker"] == str(w)] == list(range(25))
+
+
+def full_row(**overrides: object) -> ResultRow:
+    """A finished GRPO row with every field set, as rft.pipeline writes it."""
+    fields: dict[str, object] = {
+        "run_id": "rft-f0", "status": "finished", "task": "sat_synth", "method": "rft", "model": "tiny",
+        "reward": "acc_format", "budget": "shots:4", "seed": 2, "n_train": 64, "min_pixels": 784,
+        "max_pixels": 12544, "think": False, "loss_agg": "seq-mean-token-mean", "group_size": 4,
+        "max_new_tokens": 24, "dist": "none", "world_size": 1, "run_dir": "/out/rft-f0", "resumed_from": None,
+        "git_commit": "abc123-dirty", "error": None, "last_checkpoint": None, "train_s": 1.5, "eval_s": 0.25,
+        "wall_s": 2.0, "finished_at": "2026-11-27T03:30:56+00:00",
+        "metrics": {"eval/accuracy": 0.75, "eval/n": 4.0, "train/final_loss": math.nan, "perf/mean_step_s": 0.5},
+    }  # fmt: skip
+    fields.update(overrides)
+    return ResultRow(**fields)  # type: ignore[arg-type]
+
+
+def test_result_row_round_trips_through_the_csv_with_types(tmp_path: Path) -> None:
+    table = tmp_path / "results.csv"
+    row = full_row()
+    failed = ResultRow(run_id="sft-f1", status="failed", task="sat_synth", method="sft", seed=1, error="E: x")
+    append_result_row(table, row)
+    append_result_row(table, failed)
+    first, second = (ResultRow.from_record(r) for r in read_results(table))
+    assert first.think is False and isinstance(first.think, bool)
+    assert (first.seed, first.n_train, first.group_size, first.world_size) == (2, 64, 4, 1)
+    assert isinstance(first.seed, int) and isinstance(first.wall_s, float) and first.train_s == 1.5
+    assert math.isnan(first.metrics.pop("train/final_loss"))
+    assert first == full_row(metrics={"eval/accuracy": 0.75, "eval/n": 4.0, "perf/mean_step_s": 0.5})
+    # Missing fields and metrics read as None, whichever row brought the column.
+    assert second == failed
+    assert second.think is None and second.n_train is None and second.metrics.get("eval/accuracy") is None
+    # The CSV keeps today's column names: the fixed fields, then `section/name` metrics.
+    with open(table, newline="") as f:
+        header = next(csv.reader(f))
+    assert header[:8] == ["run_id", "status", "task", "method", "model", "reward", "budget", "seed"]
+    assert header[-4:] == ["eval/accuracy", "eval/n", "train/final_loss", "perf/mean_step_s"]
+
+
+def test_result_row_from_results_json_and_old_csv_rows(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    atomic_write_json(path, {**full_row(think=True).to_record(), "versions": {"torch": "2.13.0"}})
+    parsed = ResultRow.from_record(json.loads(path.read_text()))
+    assert parsed.think is True and parsed.seed == 2 and math.isnan(parsed.metrics["train/final_loss"])
+    # A row written before the typed row: "" for non-GRPO fields, some columns absent, "4.0" counts.
+    old = {"run_id": "a", "status": "finished", "think": "True", "group_size": "", "loss_agg": "", "seed": "0",
+           "n_train": "4.0", "eval/accuracy": "0.5", "eval_before/accuracy": ""}  # fmt: skip
+    row = ResultRow.from_record(old)
+    assert (row.think, row.group_size, row.loss_agg, row.seed, row.n_train) == (True, None, None, 0, 4)
+    assert row.metrics == {"eval/accuracy": 0.5} and row.dist is None
+
+
+def test_result_row_rejects_what_it_cannot_read() -> None:
+    with pytest.raises(ValueError, match="'seed' holds 'two'"):
+        ResultRow.from_record({"run_id": "a", "status": "finished", "seed": "two"})
+    with pytest.raises(ValueError, match="'think' holds 'maybe'"):
+        ResultRow.from_record({"run_id": "a", "status": "finished", "think": "maybe"})
+    with pytest.raises(ValueError, match="'eval/accuracy' holds 'high'"):
+        ResultRow.from_record({"run_id": "a", "status": "finished", "eval/accuracy": "high"})
+    with pytest.raises(ValueError, match="needs 'status'"):
+        ResultRow.from_record({"run_id": "a"})
+    with pytest.raises(ValueError, match="status 'done' is unknown"):
+        ResultRow(run_id="a", status="done")
+    with pytest.raises(ValueError, match="section/name"):
+        ResultRow(run_id="a", status="finished", metrics={"accuracy": 1.0})
+
+
+def test_append_result_row_redacts_a_typed_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    table = tmp_path / "results.csv"
+    append_result_row(table, full_row(status="failed", error=f"OSError: 401 for token {SECRET}"))
+    (row,) = read_results(table)
+    assert row["error"] == "OSError: 401 for token ***"
 
 
 # --- redaction --------------------------------------------------------------------------------------------

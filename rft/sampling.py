@@ -1,21 +1,15 @@
-"""A lean sampler for Qwen2-VL rollouts: prefill each prompt once, then a minimal decode loop on a static KV cache.
+"""The two rollout samplers and what turns their tokens into completions.
 
-`rollout.generate` (HF `generate`) is the reference path (`method.decode=hf`); this module is `method.decode=lean`.
-It samples from the same distribution, with the same logits processing in the same order as HF's sampler:
+`sample_hf` is HF `generate` (the reference, `method.sampler=hf`, also greedy evaluation). `sample_lean`
+(`method.sampler=lean`) samples from the same distribution with the same logits processing in the same order:
 
     scores = logits (float32); scores[suppressed] = -inf; scores[eos] = -inf while t < min_new_tokens;
     scores /= temperature; token = multinomial(softmax(scores)); finished rows emit pad.
 
-What makes it cheaper than HF `generate` on a small model:
-    - Prefill runs on the B prompts, not on B*G copies; the prompt's K/V are copied G times into the cache.
-    - The K/V cache is preallocated once, [N, kv_heads, P + T, head_dim] per layer, and written in place.
-    - Each decode step is a plain loop over the decoder layers (the model's own modules and weights): no mask
-      building, no cache objects, no output dataclasses, no logits-processor list.
-    - The loop stops as soon as every row has emitted EOS.
-
-M-RoPE: text tokens after the prompt have equal temporal/height/width positions, and the first new token sits
-at the prompt's largest position + 1 (what HF computes as `cache_position + rope_deltas`), one more per step.
-The positions go through the model's own rotary module, so the `mrope_section` layout is HF's.
+It is cheaper on a small model: prefill runs on the B prompts, not B*G copies; the KV cache is preallocated once
+and written in place; each decode step is a plain loop over the decoder layers with fused q/k/v and gate/up
+weights; the loop stops as soon as every row has emitted EOS. M-RoPE: text after the prompt has equal t/h/w
+positions starting at the prompt's largest position + 1, through the model's own rotary module.
 """
 
 from __future__ import annotations
@@ -23,9 +17,71 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rft.rollout import Prompts, completion_mask, prefill, suppressed_token_ids
+from rft.logprobs import prefill
+from rft.processor import SUPPORTED_ARCHITECTURES
+from rft.prompts import Prompts, suppressed_token_ids
+from rft.rewards import extract_think
 
-SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+@torch.no_grad()
+def sample_hf(
+    model,
+    tokenizer,
+    prompts: Prompts,
+    *,
+    num_return_sequences: int,
+    max_new_tokens: int,
+    temperature: float | None,
+    min_new_tokens: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batched generate call: G completions for each of B prompts (greedy when temperature is None).
+
+    EOS is suppressed until `min_new_tokens` tokens exist (0 = off). This is the reference sampler
+    (`method.sampler=hf`, and greedy evaluation); `sample_lean` is the faster drop-in (`method.sampler=lean`).
+
+    Returns:
+        completion_ids: [B*G, T] rows grouped by prompt (row b*G+g is completion g of prompt b).
+        completion_mask: [B*G, T] 1 up to and including the first end-of-turn token.
+    """
+    sampling = temperature is not None
+    out = model.generate(
+        **prompts.model_inputs(),
+        do_sample=sampling,
+        temperature=temperature if sampling else None,
+        top_p=None,
+        top_k=None,
+        num_return_sequences=num_return_sequences,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens or None,
+        suppress_tokens=suppressed_token_ids(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    completion_ids = out[:, prompts.input_ids.shape[1] :]  # [B*G, T]
+    return completion_ids, completion_mask(completion_ids, tokenizer)
+
+
+def completion_mask(completion_ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """[N, T] mask: 1 up to and including the first EOS; 0 after it and on any vision special token."""
+    is_eos = completion_ids == tokenizer.eos_token_id  # [N, T]
+    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # [N, T] strictly after the first EOS
+    suppressed = torch.tensor(suppressed_token_ids(tokenizer), device=completion_ids.device)
+    vision = torch.isin(completion_ids, suppressed)  # [N, T]
+    return (~after_eos & ~vision).long()  # [N, T]
+
+
+def completion_texts(tokenizer, completion_ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    """Decode masked completions to text (special tokens dropped)."""
+    return tokenizer.batch_decode(
+        [ids[m.bool()].tolist() for ids, m in zip(completion_ids, mask, strict=True)],
+        skip_special_tokens=True,
+    )
+
+
+def count_think_tokens(tokenizer, texts: list[str]) -> list[int]:
+    """Tokens inside the single <think>…</think> block of each text (0 when absent or malformed)."""
+    thinks = [extract_think(t) or "" for t in texts]
+    return [len(ids) for ids in tokenizer(thinks, add_special_tokens=False)["input_ids"]]
 
 
 def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +185,7 @@ def sample_next(
     return torch.multinomial(probs, num_samples=1).squeeze(1)  # [N]
 
 
-def generate(
+def sample_lean(
     model,
     tokenizer,
     prompts: Prompts,
@@ -139,7 +195,7 @@ def generate(
     temperature: float | None,
     min_new_tokens: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop-in for `rollout.generate`: G completions per prompt, rows grouped by prompt.
+    """The lean sampler (`method.sampler=lean`): same contract and distribution as `sample_hf`, less work.
 
     Returns:
         completion_ids: [B*G, T'] with T' <= max_new_tokens (the loop stops once every row has ended; HF's
@@ -147,21 +203,21 @@ def generate(
         completion_mask: [B*G, T'] 1 up to and including the first end-of-turn token.
     """
     with torch.inference_mode():  # cheaper per op than no_grad; the loop is hundreds of small ops per token
-        tokens = _sample(
+        tokens = _lean_loop(
             model, tokenizer, prompts, num_return_sequences, max_new_tokens, temperature, min_new_tokens
         )
     tokens = tokens.clone()  # a normal tensor again: the log-prob forward saves it for backward
     return tokens, completion_mask(tokens, tokenizer)
 
 
-def _sample(
+def _lean_loop(
     model, tokenizer, prompts: Prompts, G: int, T: int, temperature: float | None, min_new_tokens: int
 ):
-    """The body of `generate`: prefill, cache, decode loop. Returns [B*G, T'] token ids."""
-    if model.config.model_type not in SUPPORTED_MODEL_TYPES:
+    """The body of `sample_lean`: prefill, cache, decode loop. Returns [B*G, T'] token ids."""
+    if model.config.model_type not in SUPPORTED_ARCHITECTURES:
         raise ValueError(
-            f"method.decode=lean supports {SUPPORTED_MODEL_TYPES}, not {model.config.model_type!r}; "
-            "set method.decode=hf"
+            f"method.sampler=lean supports {SUPPORTED_ARCHITECTURES}, not {model.config.model_type!r}; "
+            "set method.sampler=hf"
         )
     B, P = prompts.input_ids.shape
     N = B * G
@@ -215,3 +271,8 @@ def _sample(
         h = _decode_step(layers, x, cos_t, sin_t, keys, values, P + t, mask_t)  # [N, E]
         logits = model.lm_head(_rms_norm(lm.norm, h)).float()  # [N, V]
     return tokens
+
+
+# method.sampler -> sampler; both take (model, tokenizer, prompts, *, num_return_sequences, max_new_tokens,
+# temperature, min_new_tokens) and return ([B*G, T] ids, [B*G, T] mask).
+SAMPLERS = {"lean": sample_lean, "hf": sample_hf}

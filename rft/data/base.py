@@ -1,0 +1,123 @@
+"""What every task is made of: `Sample` (one row), `Task` (named splits plus its prompt rules) and the prompts.
+
+The prompt templates are Visual-RFT's (arXiv 2503.01785): a think template that asks for
+`<think> ... </think> <answer> ... </answer>`, an answer-only template, and their multiple-choice forms. A task owns
+its prompt, its splits and what counts as a correct answer (`accepted_answers`). `DataError` is the one error
+every loader raises for bad or missing data; its message names the file or field and the fix.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from rft.rewards import normalize_answer
+
+THINK_INSTRUCTION = (
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    "The output answer format should be as follows:\n<think> ... </think> <answer>{slot}</answer>\n"
+    "Please strictly follow the format."
+)
+NOTHINK_INSTRUCTION = (
+    "Output the final answer in <answer> </answer> tags."
+    "The output answer format should be as follows:\n<answer>{slot}</answer>\nPlease strictly follow the format."
+)
+MC_THINK_INSTRUCTION = (
+    "Output the thinking process in <think> </think> and final answer (option) in <answer> </answer> tags."
+)
+MC_NOTHINK_INSTRUCTION = "Output the final answer (option) in <answer> </answer> tags."
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One task row.
+
+    Attributes:
+        uid: Stable id, unique within the task.
+        images: The image(s) shown before the question: PIL images, or `rft.data.images.LazyImage` objects that
+            decode on `.convert(mode)` (real datasets, too large to hold decoded).
+        question: The task's question text, without the output-format instruction.
+        answer: Canonical ground truth: a class name, or the text of the correct option.
+        options: Multiple-choice options in display order (already shuffled); empty for open answers.
+        label: Class label for k-shot budgets; empty for tasks without classes.
+        qtype: Question type, for per-type accuracy.
+        rationale: A short reasoning trace; when set, SFT imitates `<think> rationale </think> <answer>…`.
+            Empty for every target task (docs/protocol.md: no traces exist); only the tiny_base corpus
+            (rft.testbed) has them.
+    """
+
+    uid: str
+    images: tuple[Image.Image, ...]
+    question: str
+    answer: str
+    options: tuple[str, ...] = ()
+    label: str = ""
+    qtype: str = ""
+    rationale: str = ""
+
+
+def option_letter(i: int) -> str:
+    return string.ascii_uppercase[i]
+
+
+def accepted_answers(sample: Sample) -> frozenset[str]:
+    """Normalised strings that count as correct: the answer text, and for multiple choice also its letter."""
+    accepted = {normalize_answer(sample.answer)}
+    if sample.options:
+        accepted.add(normalize_answer(option_letter(sample.options.index(sample.answer))))
+    return frozenset(accepted)
+
+
+def format_options(options: tuple[str, ...]) -> str:
+    return " ".join(f"({option_letter(i)}) {o}" for i, o in enumerate(options))
+
+
+@dataclass
+class Task:
+    """A task: named splits of Samples plus the prompt rules.
+
+    Attributes:
+        name: Task name (the `task=` option).
+        kind: "classification" (k-shot budgets, open answers) or "multiple_choice".
+        splits: Split name -> samples.
+        object_noun: For classification prompts, what the image contains ("an aircraft").
+        answer_slot: For classification prompts, the placeholder in the format example ("species name").
+        classes: Class names of a classification task.
+    """
+
+    name: str
+    kind: str
+    splits: dict[str, list[Sample]]
+    object_noun: str = ""
+    answer_slot: str = ""
+    classes: tuple[str, ...] = field(default_factory=tuple)
+
+    def prompt(self, sample: Sample, think: bool) -> str:
+        """The user-turn text for a sample (the image comes before it in the chat message)."""
+        if self.kind == "classification":
+            instruction = (THINK_INSTRUCTION if think else NOTHINK_INSTRUCTION).format(slot=self.answer_slot)
+            return (
+                f"This is an image containing {self.object_noun}. Please identify the model of the "
+                f"{self.object_noun.split()[-1]} based on the image.\n{instruction}"
+            )
+        instruction = MC_THINK_INSTRUCTION if think else MC_NOTHINK_INSTRUCTION
+        return f"{sample.question} Options: {format_options(sample.options)}  {instruction}"
+
+    def split(self, name: str) -> list[Sample]:
+        if name not in self.splits:
+            raise ValueError(f"task {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
+        return self.splits[name]
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file or field and how to fix it."""
+
+
+def shuffled_options(options: list[str], seed: int, uid: str) -> tuple[str, ...]:
+    """The options in an order fixed by (run seed, uid): reproducible per question, different across seeds."""
+    order = list(options)
+    random.Random(f"options-{seed}-{uid}").shuffle(order)
+    return tuple(order)

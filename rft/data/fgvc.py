@@ -1,0 +1,264 @@
+"""The FGVC-Aircraft family: the real benchmark (`fgvc`) and its synthetic stand-in (`fgvc_synth`).
+
+- `fgvc`: FGVC-Aircraft 2013b (Maji et al., arXiv 1306.5151) from the official archive layout, or from a Hugging
+  Face copy (hub id, `save_to_disk` folder, or parquet/arrow files) with a configurable column mapping. The bottom
+  `crop_bottom` (20) pixels, the photographer's copyright banner, are cropped off as the official protocol asks.
+- `fgvc_synth`: 16 "glyph models" (4 silhouettes x 1-4 small dots) that differ in a small visual detail, with
+  colour, size, position and background noise as nuisances; rendered offline, deterministic from the data seed.
+
+Both use Visual-RFT's classification prompt (`rft.data.base.THINK_INSTRUCTION`).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import random
+import re
+from pathlib import Path
+
+from rft.config import TaskConfig
+from rft.data.base import DataError, Sample, Task
+from rft.data.draw import GLYPH_CLASSES, render_glyph
+from rft.data.images import LazyImage, check_images
+
+FGVC_DIR = "fgvc-aircraft-2013b"
+FGVC_SPLITS = ("train", "val", "trainval", "test")
+FGVC_CLASS_FILES = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
+FGVC_FIX = (
+    "run `make data-fgvc` (or `python experiments/data.py fgvc --dest data/`) or pass task.root=<folder>"
+)
+
+# HF split names that mean one of ours.
+_SPLIT_ALIASES = {"validation": "val", "valid": "val"}
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def fgvc_data_dir(root: str | Path | None) -> Path:
+    """The official `data/` folder, given `fgvc-aircraft-2013b/`, its `data/`, or the folder that holds it."""
+    if not root:
+        raise DataError(f"task.root is not set for fgvc; {FGVC_FIX}")
+    root = Path(root).expanduser()
+    for cand in (root / "data", root, root / FGVC_DIR / "data"):
+        if (cand / "images").is_dir() or (cand / "variants.txt").is_file():
+            return cand
+    raise DataError(f"FGVC-Aircraft not found at {root} (no data/images/ or data/variants.txt); {FGVC_FIX}")
+
+
+def _read_lines(path: Path, fix: str) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"missing file {path}; {fix}")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_fgvc_official(
+    root: str | Path | None, *, level: str, splits: dict[str, str], crop_bottom: int
+) -> tuple[dict[str, list[Sample]], tuple[str, ...]]:
+    """Read FGVC-Aircraft 2013b from the official archive layout.
+
+    Args:
+        root: `fgvc-aircraft-2013b/`, its `data/` folder, or the folder holding `fgvc-aircraft-2013b/`.
+        level: variant, family or manufacturer.
+        splits: Task split name -> official split (train, val, trainval, test).
+        crop_bottom: Pixels cropped off the bottom of each image when it is loaded.
+
+    Returns:
+        (task split -> samples in file order, the class list in its file's order).
+    """
+    data = fgvc_data_dir(root)
+    classes = tuple(_read_lines(data / FGVC_CLASS_FILES[level], FGVC_FIX))
+    known = set(classes)
+    out: dict[str, list[Sample]] = {}
+    for task_split, split in splits.items():
+        if split not in FGVC_SPLITS:
+            raise DataError(
+                f"FGVC-Aircraft has no split {split!r}; use one of {FGVC_SPLITS} (task.train_split)"
+            )
+        path = data / f"images_{level}_{split}.txt"
+        rows = []
+        for lineno, line in enumerate(_read_lines(path, FGVC_FIX), 1):
+            image_id, _, label = line.partition(" ")  # labels may contain spaces ("Cessna 172")
+            label = label.strip()
+            if label not in known:
+                raise DataError(
+                    f"{path}:{lineno}: label {label!r} is not in {data / FGVC_CLASS_FILES[level]}; "
+                    "the annotation files do not match: re-download the archive"
+                )
+            image = data / "images" / f"{image_id}.jpg"
+            if not image.is_file():
+                raise DataError(f"{path}:{lineno}: image {image} does not exist; {FGVC_FIX}")
+            rows.append(
+                Sample(
+                    uid=image_id,
+                    images=(LazyImage(image, str(image), crop_bottom),),
+                    question="",
+                    answer=label,
+                    label=label,
+                )
+            )
+        out[task_split] = rows
+    return out, classes
+
+
+def _arrow_cell(column, row: int) -> object:
+    return column[row].as_py()
+
+
+def _hf_tables(cfg: TaskConfig) -> dict[str, tuple[object, object]]:
+    """Split name -> (pyarrow Table, datasets Features) of a Hugging Face copy (see TaskConfig.hf_path)."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def read(files: list[str]):
+        tables = []
+        for f in files:
+            if f.endswith(".parquet"):
+                tables.append(pq.read_table(f, memory_map=True))
+            else:  # datasets' .arrow files are Arrow IPC streams
+                with pa.memory_map(f) as src:
+                    tables.append(pa.ipc.open_stream(src).read_all())
+        table = pa.concat_tables(tables)
+        return table, datasets.Features.from_arrow_schema(table.schema)
+
+    if cfg.hf_files:
+        out = {}
+        for split, pattern in cfg.hf_files.items():
+            files = sorted(glob.glob(str(Path(pattern).expanduser())))
+            if not files:
+                raise DataError(f"task.hf_files.{split}={pattern!r} matches no file; fix the path or glob")
+            out[_SPLIT_ALIASES.get(split, split)] = read(files)
+        return out
+    path = Path(str(cfg.hf_path)).expanduser()
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        loaded = datasets.load_from_disk(str(path))  # Visual-RFT's DatasetDict.save_to_disk copies
+    elif path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.suffix in (".parquet", ".arrow"))
+        by_split: dict[str, list[str]] = {}
+        for f in files:
+            stem = Path(f).name.split(".")[0]
+            split = re.split(r"[-_]", stem)[0].lower()
+            by_split.setdefault(_SPLIT_ALIASES.get(split, split), []).append(f)
+        if not by_split:
+            raise DataError(
+                f"task.hf_path={path} holds no .parquet or .arrow files; point it at the dataset folder"
+            )
+        return {split: read(fs) for split, fs in by_split.items()}
+    else:
+        try:
+            loaded = datasets.load_dataset(str(cfg.hf_path))
+        except Exception as err:  # offline, unknown id, ...: one message with the fix
+            raise DataError(
+                f"cannot load task.hf_path={cfg.hf_path!r} ({type(err).__name__}: {err}); download it first "
+                "(HF_HUB_OFFLINE=0) or point task.hf_path at a local folder"
+            ) from None
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict(train=loaded)
+    return {_SPLIT_ALIASES.get(k, k): (ds.data.table, ds.features) for k, ds in loaded.items()}
+
+
+def parse_label(value: object, names: list[str] | None, where: str) -> str:
+    """A class name from an int (with ClassLabel names), a string, or Visual-RFT's `<answer>737-200</answer>`."""
+    if isinstance(value, bool) or value is None:
+        raise DataError(f"{where}: label {value!r} is neither a class index nor a class name")
+    if isinstance(value, int):
+        if not names or not 0 <= value < len(names):
+            raise DataError(
+                f"{where}: integer label {value} has no class name (the column is not a ClassLabel with "
+                f"{value + 1}+ names); use a string label column (task.label_column)"
+            )
+        return names[value]
+    text = str(value)
+    match = _ANSWER_TAG.search(text)
+    return (match.group(1) if match else text).strip()
+
+
+def load_fgvc_hf(cfg: TaskConfig, splits: dict[str, str]) -> tuple[dict[str, list[Sample]], tuple[str, ...]]:
+    """Read FGVC-Aircraft from a Hugging Face copy with the (image_column, label_column) mapping of `cfg`."""
+    import datasets
+
+    tables = _hf_tables(cfg)
+    out: dict[str, list[Sample]] = {}
+    classes: tuple[str, ...] = ()
+    for task_split, split in splits.items():
+        if split not in tables:
+            raise DataError(
+                f"the HF copy {cfg.hf_path or cfg.hf_files} has no split {split!r}; it has {sorted(tables)} "
+                "(set task.train_split / eval.split, or task.hf_files)"
+            )
+        table, features = tables[split]
+        for col in (cfg.image_column, cfg.label_column):
+            if col not in table.column_names:
+                raise DataError(
+                    f"split {split!r} of {cfg.hf_path or cfg.hf_files} has no column {col!r}; its columns are "
+                    f"{table.column_names} (set task.image_column / task.label_column)"
+                )
+        feature = features[cfg.label_column]
+        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        if names:
+            classes = tuple(names)
+        image_col = table.column(cfg.image_column)
+        rows = []
+        for i, value in enumerate(table.column(cfg.label_column).to_pylist()):
+            where = f"{cfg.hf_path or cfg.hf_files}[{split}][{i}]"
+            label = parse_label(value, names, where)
+            if not label:
+                raise DataError(f"{where}: empty label in column {cfg.label_column!r}")
+            image = LazyImage(functools.partial(_arrow_cell, image_col, i), where, cfg.crop_bottom)
+            rows.append(Sample(uid=f"{split}-{i}", images=(image,), question="", answer=label, label=label))
+        out[task_split] = rows
+    if not classes:
+        classes = tuple(sorted({s.label for rows in out.values() for s in rows}))
+    known = set(classes)
+    for rows in out.values():
+        for s in rows:
+            if s.label not in known:
+                raise DataError(
+                    f"sample {s.uid}: label {s.label!r} is not one of the {len(classes)} class names"
+                )
+    return out, classes
+
+
+def make_fgvc(cfg: TaskConfig, splits: tuple[str, ...]) -> Task:
+    wanted = {s: (cfg.train_split if s == "train" else s) for s in splits}
+    if cfg.source == "official":
+        out, classes = load_fgvc_official(
+            cfg.root, level=cfg.annotation_level, splits=wanted, crop_bottom=cfg.crop_bottom
+        )
+    else:
+        out, classes = load_fgvc_hf(cfg, wanted)
+    for split, rows in out.items():
+        if not rows:
+            raise DataError(f"FGVC-Aircraft split {wanted[split]!r} is empty; check the annotation files")
+        check_images(rows)
+    return Task(
+        name="fgvc",
+        kind="classification",
+        splits=out,
+        object_noun="an aircraft",
+        answer_slot="species name",  # Visual-RFT's prompt, verbatim
+        classes=classes,
+    )
+
+
+def make_fgvc_synth(train_per_class: int, test_per_class: int, data_seed: int, image_size: int) -> Task:
+    """The fine-grained classification stand-in for FGVC-Aircraft."""
+    splits: dict[str, list[Sample]] = {}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        rows = []
+        for label in GLYPH_CLASSES:
+            for i in range(per_class):
+                rng = random.Random(f"fgvc_synth-{data_seed}-{split}-{label}-{i}")
+                img = render_glyph(label, rng, image_size)
+                rows.append(
+                    Sample(uid=f"{split}-{label}-{i}", images=(img,), question="", answer=label, label=label)
+                )
+        splits[split] = rows
+    return Task(
+        name="fgvc_synth",
+        kind="classification",
+        splits=splits,
+        object_noun="a glyph",
+        answer_slot="glyph model",
+        classes=GLYPH_CLASSES,
+    )

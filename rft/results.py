@@ -1,0 +1,309 @@
+"""The result row of a run and the shared results table: one schema, written by runs, read by the report.
+
+`ResultRow` is the row every run writes, to its `results.json` and as one line of the shared results CSV:
+identity and status, the five axes plus seed (`axes`), the config values tables state, provenance, timings,
+and the metrics (`eval/*`, `eval_before/*`, `train/*`, `perf/*`) in one dict. `ResultRow.to_record` flattens
+it to the column names results tables have always had; `ResultRow.from_record` parses a CSV row (strings) or
+a `results.json` dict back, so readers use fields rather than string keys.
+
+Several runs of a sweep append to one CSV at the same time: `append_result_row` serialises them with a
+`filelock.FileLock` on a sidecar `<csv>.lock` and rewrites the table atomically (`rft.files`), so a reader
+never sees a half-written file and a new column never shifts old rows. `package_versions` and `git_commit`
+record what produced a row.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import subprocess
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from filelock import FileLock
+
+from rft.files import atomic_write_text, dumps
+from rft.redaction import redact
+
+if TYPE_CHECKING:  # only for annotations: the report must not pay for importing the config (and torch)
+    from rft.config import RunConfig
+
+STATUSES = ("running", "finished", "failed", "interrupted")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "deepspeed",
+    "wandb",
+    "datasets",
+    "hydra-core",
+    "omegaconf",
+    "accelerate",
+    "pillow",
+)
+
+
+def axes(cfg: RunConfig) -> dict[str, object]:
+    """The five axes plus seed, as flat keys named like `ResultRow`'s fields (W&B config, result rows)."""
+    return {
+        "task": cfg.task.name,
+        "method": cfg.method.name,
+        "model": cfg.model.id,
+        "reward": cfg.reward.name,
+        "budget": "full" if cfg.budget.kind == "full" else f"{cfg.budget.kind}:{cfg.budget.size}",
+        "seed": cfg.seed,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The row
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResultRow:
+    """One run's result: what `results.json` holds and what one line of the results CSV says.
+
+    Every field but `run_id`, `status` and `metrics` is None when unknown: a run that failed before training
+    knows only its axes and the error, a zero-shot or SFT run has no `loss_agg` or `group_size`.
+
+    Attributes:
+        run_id: The run folder's name.
+        status: One of `STATUSES`.
+        task, method, model, reward, budget, seed: The axes (`axes`); budget as `"shots:4"` or `"full"`.
+        n_train: Training samples after the budget.
+        min_pixels, max_pixels: The processor's image resolution bounds.
+        think: Whether the prompt asks for `<think>`.
+        loss_agg, group_size: GRPO's loss aggregation and G; None for other methods.
+        max_new_tokens: The completion length limit.
+        dist, world_size: The distributed strategy and the number of ranks.
+        run_dir, resumed_from, last_checkpoint: Folders: the run's, the checkpoint it resumed from, and
+            the newest checkpoint when it failed.
+        git_commit: `git_commit` of the suite, `-dirty` with local changes.
+        error: `"<ExceptionType>: <message>"` of a failed or interrupted run.
+        train_s, eval_s, wall_s: Seconds spent training, evaluating, and in all.
+        finished_at: ISO 8601 UTC time the row was completed.
+        metrics: `section/name` -> value: `eval/*`, `eval_before/*` (with `eval.before`), `train/*`, `perf/*`.
+    """
+
+    run_id: str
+    status: str
+    task: str | None = None
+    method: str | None = None
+    model: str | None = None
+    reward: str | None = None
+    budget: str | None = None
+    seed: int | None = None
+    n_train: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    think: bool | None = None
+    loss_agg: str | None = None
+    group_size: int | None = None
+    max_new_tokens: int | None = None
+    dist: str | None = None
+    world_size: int | None = None
+    run_dir: str | None = None
+    resumed_from: str | None = None
+    git_commit: str | None = None
+    error: str | None = None
+    last_checkpoint: str | None = None
+    train_s: float | None = None
+    eval_s: float | None = None
+    wall_s: float | None = None
+    finished_at: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"result row status {self.status!r} is unknown; use one of {STATUSES}")
+        unsectioned = [key for key in self.metrics if "/" not in key]
+        if unsectioned:
+            raise ValueError(f"metric names are `section/name`, got {unsectioned}; prefix them, e.g. eval/")
+
+    def to_record(self) -> dict[str, object]:
+        """The flat record: every fixed field (None when unknown) in schema order, then the metrics.
+
+        This is the `results.json` content (without `versions`) and the CSV row, with the column names the
+        results table has always used, so tables written before the typed row read the same.
+        """
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "metrics"}
+        return {**record, **self.metrics}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> Self:
+        """Parse a CSV row (all strings) or a `results.json` dict back into a typed row.
+
+        Empty cells and absent keys become None; `think` becomes a bool (`"True"`/`"False"` or JSON booleans);
+        counts become int, seconds and metrics float (`"nan"`, `"inf"` included). Keys of the form
+        `section/name` are metrics, where empty cells are left out; other keys that are not fields (the
+        `versions` of results.json) are ignored.
+
+        Raises:
+            ValueError: If `run_id` or `status` is missing, or a cell does not parse as its field's type;
+                the message names the column and the value.
+        """
+        values: dict[str, Any] = {}
+        for name, kind in _FIELD_TYPES.items():
+            value = record.get(name)
+            if value is None or value == "":
+                continue
+            try:
+                values[name] = _parse(kind, value)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"results column {name!r} holds {value!r}, which is not {kind.__name__}; fix or blank "
+                    f"the cell (run {record.get('run_id', '?')})"
+                ) from err
+        for name in ("run_id", "status"):
+            if name not in values:
+                raise ValueError(f"a result row needs {name!r}; got the columns {sorted(record)}")
+        metrics = {}
+        for key, value in record.items():
+            if "/" not in key or value is None or value == "":
+                continue
+            try:
+                metrics[key] = _parse(float, value)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"results column {key!r} holds {value!r}, which is not a number; fix or blank the cell "
+                    f"(run {values['run_id']})"
+                ) from err
+        return cls(**values, metrics=metrics)
+
+
+# The parser of each fixed field: its annotation without the `| None` (str, int, float or bool).
+_FIELD_TYPES: dict[str, type] = {
+    name: next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+    for name, hint in typing.get_type_hints(ResultRow).items()
+    if name != "metrics"
+}
+
+
+def _parse(kind: type, value: object) -> object:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("true", "false"):
+            raise ValueError(value)
+        return text == "true"
+    if kind is int:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        number = float(value)  # type: ignore[arg-type]  # "4" and "4.0" alike
+        if not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    if kind is float:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        return float(value)  # type: ignore[arg-type]  # "nan" and "inf" as written by rft.files
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shared results table
+# ---------------------------------------------------------------------------------------------------------
+
+
+def append_result_row(csv_path: Path, row: ResultRow | Mapping[str, object]) -> None:
+    """Append one row to a CSV table that several processes may append to at the same time.
+
+    Under an exclusive `filelock.FileLock` on `<csv_path>.lock` the whole table is read, the columns become the
+    union of the existing ones (in their order) and the new row's keys (appended at the end), and the table is
+    rewritten with `atomic_write_text`. Old rows get empty cells for new columns, so schema growth never
+    corrupts them. Cell values: `None` becomes empty, lists and dicts are JSON-encoded, anything else is
+    `str`. The row is passed through `redact` first. Parent directories are created.
+
+    Args:
+        csv_path: The shared table, e.g. `outputs/results.csv`.
+        row: A `ResultRow` (written as `ResultRow.to_record`), or any column name to value.
+    """
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    record = row.to_record() if isinstance(row, ResultRow) else dict(row)
+    new_row = {str(key): _csv_cell(value) for key, value in redact(record).items()}
+    with FileLock(csv_path.with_name(csv_path.name + ".lock")):
+        columns, rows = _read_table(csv_path)
+        columns += [key for key in new_row if key not in columns]
+        rows.append(new_row)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(csv_path, buffer.getvalue())
+
+
+def read_results(csv_path: Path) -> list[dict[str, str]]:
+    """Rows of a table written by `append_result_row`, as strings; `[]` if the file is missing.
+
+    `ResultRow.from_record` turns one into a typed row.
+    """
+    return _read_table(Path(csv_path))[1]
+
+
+def _read_table(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not csv_path.exists():
+        return [], []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def _csv_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, dict)):
+        return dumps(value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Provenance
+# ---------------------------------------------------------------------------------------------------------
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape results (`"absent"` when not installed)."""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    return versions
+
+
+def git_commit(repo_dir: Path) -> str:
+    """`HEAD` of the git repository holding `repo_dir`, with `-dirty` if it has uncommitted changes.
+
+    Untracked files count as changes (`git status --porcelain` is non-empty). Returns `"unknown"` when
+    `repo_dir` is not in a repository, git is missing or fails; never raises.
+    """
+
+    def git(*args: str) -> str:
+        # GIT_OPTIONAL_LOCKS=0: `git status` must not take the index lock while a user runs git in the repo.
+        result = subprocess.run(
+            ["git", "-C", str(repo_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        )
+        return result.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain"))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
