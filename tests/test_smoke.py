@@ -199,9 +199,11 @@ def test_eval_before_scores_the_base_model_in_the_same_row(tiny_cfg, tmp_path):
     trained = pipeline.run(tiny_cfg("rft", eval=EvalConfig(batch_size=4, before=True)), tmp_path / "rft")
     base = pipeline.run(tiny_cfg("rft", method=ZeroShotConfig(max_new_tokens=12)), tmp_path / "zs")
     keys = ("accuracy", "format_rate", "completion_tokens", "think_tokens", "n")
-    assert {k: trained[f"eval_before/{k}"] for k in keys} == {k: base[f"eval/{k}"] for k in keys}
-    assert trained["eval_before/completion_tokens"] > 0 and "eval/accuracy" in trained
-    assert not [k for k in base if k.startswith("eval_before/")]  # nothing to compare for zero-shot
+    assert {k: trained.metrics[f"eval_before/{k}"] for k in keys} == {
+        k: base.metrics[f"eval/{k}"] for k in keys
+    }
+    assert trained.metrics["eval_before/completion_tokens"] > 0 and "eval/accuracy" in trained.metrics
+    assert not [k for k in base.metrics if k.startswith("eval_before/")]  # nothing to compare for zero-shot
     rows = read_results(Path(tiny_cfg("rft").results_csv))
     assert [r["eval_before/n"] for r in rows] == ["4.0", ""]
 
