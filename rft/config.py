@@ -12,6 +12,7 @@ completions up to 256 tokens, 3,136 to 401,408 pixels.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,6 +240,8 @@ class RFTConfig(MethodConfig):
         share_prompt: Log-prob forwards run each prompt once and reuse its K/V for its G completions
             (`rft.logprobs.shared_prompt_logprobs`); false runs G full prompt+completion copies. Same loss and gradient.
         min_new_tokens: EOS is suppressed before this many tokens (0 = off); benchmarks force equal lengths.
+        compile_sampler: Compile the lean sampler's per-token step (`torch.compile`); the eager step is the
+            reference. Pays off on a GPU for long rollouts; the first step pays the compile time.
     """
 
     name: str = "rft"
@@ -263,6 +266,7 @@ class RFTConfig(MethodConfig):
     sampler: str = "lean"
     share_prompt: bool = True
     min_new_tokens: int = 0
+    compile_sampler: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -437,6 +441,9 @@ class RunConfig:
         method: A ZeroShotConfig, RFTConfig or SFTConfig (the `method=` option picks the schema).
         results_csv: The shared results table every run appends one row to.
         threads: torch intra-op threads (0 leaves torch's default).
+        device: Where the policy, the reference, every batch and evaluation live: "auto" (`cuda:LOCAL_RANK` when
+            CUDA is available, else the CPU), "cpu", "cuda" (this rank's GPU) or "cuda:N". Resolved once per run
+            (`rft.distributed.resolve_device`); asking for CUDA where there is none fails at start.
         resume: "none" (start fresh), "auto" (the latest complete checkpoint in this run directory; a finished
             run is skipped) or the path of a checkpoint folder (or of a run directory holding checkpoints/).
     """
@@ -455,6 +462,13 @@ class RunConfig:
     name: str = "run"
     results_csv: str = "outputs/results.csv"
     threads: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
+            f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N (e.g. cuda:0)",
+        )
 
 
 def validate(cfg: RunConfig, world_size: int = 1) -> None:

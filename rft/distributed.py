@@ -1,7 +1,10 @@
-"""Process-group set-up for multi-rank runs (torchrun or the deepspeed launcher), and rank-aware logging.
+"""The run's one device decision, process-group set-up for multi-rank runs, and rank-aware logging.
 
-One run has one output directory: rank 0 owns it and is the only writer of results, the CSV row, checkpoints
-and W&B. Every rank's log lines carry `[rank k]`.
+`resolve_device` turns the `device` setting into this rank's `torch.device` once per run (`cuda:LOCAL_RANK`
+under a launcher) and makes it the current CUDA device. `init` joins the process group (NCCL on GPUs, gloo on
+CPUs, via DeepSpeed); every collective here runs on a tensor of the backend's device. One run has one output
+directory: rank 0 owns it and is the only writer of results, the CSV row, checkpoints and W&B. Every rank's log
+lines carry `[rank k]`.
 """
 
 from __future__ import annotations
@@ -9,6 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+
+import torch
+
+from rft.config import ConfigError
 
 
 def world_size() -> int:
@@ -19,6 +26,59 @@ def world_size() -> int:
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    """This rank's index on its node (the GPU it drives)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def cuda_unavailable_reason() -> str:
+    """Why `torch.cuda.is_available()` is False, in words a user can act on."""
+    if torch.version.cuda is None:
+        return (
+            f"this torch ({torch.__version__}) is a CPU-only build; install a CUDA build that matches the node's "
+            "driver (see docs/training.md, 'Installing on a GPU node')"
+        )
+    return (
+        f"torch {torch.__version__} is built for CUDA {torch.version.cuda}, but no usable GPU was found: no device "
+        "is visible (CUDA_VISIBLE_DEVICES) or the NVIDIA driver is older than this CUDA needs (`nvidia-smi` shows "
+        "the driver's CUDA version); install a torch build for the driver's CUDA version"
+    )
+
+
+def resolve_device(setting: str) -> torch.device:
+    """The device of this rank, decided once per run from the `device` setting.
+
+    "auto" is `cuda:LOCAL_RANK` when CUDA is available, else the CPU; "cuda" is `cuda:LOCAL_RANK`; "cuda:N" is
+    that GPU. A CUDA device becomes the current device, so NCCL and `torch.cuda` calls use it.
+
+    Raises:
+        ConfigError: CUDA was asked for and is not available (with the reason), or cuda:N does not exist.
+    """
+    if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={setting} but CUDA is not available: {cuda_unavailable_reason()}; or pass device=cpu"
+        )
+    device = torch.device(setting if ":" in setting else f"cuda:{local_rank()}")
+    if device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={device} does not exist: {torch.cuda.device_count()} GPU(s) are visible; pass device=auto "
+            "(each rank takes cuda:LOCAL_RANK) or a smaller index"
+        )
+    torch.cuda.set_device(device)
+    return device
+
+
+def _collective_device():
+    """Tensors of collectives live where the backend needs them: on this rank's GPU for NCCL, else the CPU."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def adopt_slurm_environment() -> None:
@@ -37,15 +97,15 @@ def adopt_slurm_environment() -> None:
     )
 
 
-def init(backend: str) -> None:
-    """Join the process group when launched with several ranks (gloo on CPU, nccl on GPUs, via DeepSpeed)."""
+def init(backend: str, device: torch.device) -> None:
+    """Join the process group for `dist.backend=deepspeed`: NCCL when this rank trains on a GPU, else gloo."""
     if backend != "deepspeed":
         return
     import deepspeed
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        deepspeed.init_distributed()
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
 
 
 def shutdown() -> None:
@@ -63,12 +123,11 @@ def shutdown() -> None:
 
 def mean_over_ranks(value: float) -> float:
     """The mean of a per-rank scalar over all ranks (the value itself with one rank)."""
-    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
 

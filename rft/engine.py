@@ -1,17 +1,24 @@
 """The thin engine interface the training loops talk to: model, backward, optimizer step, generation context.
 
-`TorchEngine` is the single-process implementation. A DeepSpeed ZeRO engine implements the same five members
-(`module`, `backward`, `step`, `generation`, `lr`) plus `rank`/`world_size`/`is_main`, so the loops do not change
-when ZeRO drops in. Both also `save_state`/`load_state` the optimizer and scheduler for rft.checkpoint.
+`TorchEngine` is the single-process implementation: it places the policy on the run's device and, when the
+trainable weights are bf16/fp16, steps fp32 master copies (AdamW on bf16 weights loses every update below half
+an ulp, i.e. almost all of them at lr 1e-6). `DeepSpeedEngine` implements the same members (`module`, `device`,
+`backward`, `step`, `generation`, `lr`, `place_reference`, `rank`/`world_size`/`is_main`) over ZeRO-2/3, whose
+bf16 mode keeps its own fp32 masters. Both `save_state`/`load_state` the optimizer and scheduler for
+rft.checkpoint. `deepspeed_config` derives the DeepSpeed JSON from the typed config, so the ZeRO-3 loading path
+(`zero3_loading`) and the engine use one config.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from rft.config import RFTConfig, RunConfig, SFTConfig
 
 
 def warmup_constant(warmup_steps: int):
@@ -38,8 +45,13 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
 class TorchEngine:
     """Plain PyTorch: AdamW over trainable parameters, gradient-norm clipping, a LambdaLR schedule.
 
+    Trainable weights stored in bf16/fp16 get an fp32 master copy: gradients are copied to the masters, the
+    masters are clipped and stepped, and the model's weights are set to the rounded masters. fp32 weights are
+    their own masters.
+
     Args:
-        model: The policy; trained in place.
+        model: The policy; trained in place, moved to `device`.
+        device: The run's device (`rft.distributed.resolve_device`).
         lr: Peak learning rate.
         weight_decay: AdamW weight decay.
         max_grad_norm: Clip the global gradient norm to this (<= 0 disables clipping).
@@ -51,13 +63,23 @@ class TorchEngine:
     is_main = True
 
     def __init__(
-        self, model: torch.nn.Module, *, lr: float, weight_decay: float, max_grad_norm: float, lr_factor
+        self,
+        model: torch.nn.Module,
+        *,
+        device: torch.device,
+        lr: float,
+        weight_decay: float,
+        max_grad_norm: float,
+        lr_factor,
     ):
-        self.module = model
+        self.device = torch.device(device)
+        self.module = model.to(self.device)
         self.max_grad_norm = max_grad_norm
-        params = [p for p in model.parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        # The tensors AdamW steps: the parameter itself when it is fp32, else an fp32 copy of it.
+        self.masters = [p if p.dtype == torch.float32 else p.detach().float() for p in self.params]
         # fused: one kernel over all tensors (CPU and CUDA); 1.8x faster than the default per-tensor loop on CPU.
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        self.optimizer = torch.optim.AdamW(self.masters, lr=lr, weight_decay=weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
         model.train()
 
@@ -66,27 +88,48 @@ class TorchEngine:
 
     def step(self) -> float:
         """Clip, step the optimizer and the schedule, zero the gradients. Returns the pre-clip gradient norm."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        for p, master in zip(self.params, self.masters, strict=True):
+            if master is not p:  # low-precision weight: its gradient moves to the fp32 master
+                master.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
         limit = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.masters, limit))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p, master in zip(self.params, self.masters, strict=True):
+                if master is not p:
+                    p.copy_(master)  # round to the weight's dtype
         return grad_norm
+
+    def place_reference(self, ref: torch.nn.Module) -> torch.nn.Module:
+        """The frozen reference policy on the run's device."""
+        return ref.to(self.device)
 
     @property
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
     def save_state(self, path: Path) -> None:
-        """Optimizer and scheduler state into `path/engine.pt` (tensors and plain containers only)."""
+        """Optimizer, scheduler and fp32 masters into `path/engine.pt` (tensors and plain containers only)."""
         path.mkdir(parents=True, exist_ok=True)
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        masters = [m.detach().cpu() for m, p in zip(self.masters, self.params, strict=True) if m is not p]
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "masters": masters,
+        }
         torch.save(state, path / "engine.pt")
 
     def load_state(self, path: Path) -> None:
         """Restore what `save_state` wrote; the model weights are loaded separately (rft.checkpoint)."""
-        state = torch.load(path / "engine.pt", weights_only=True)
+        state = torch.load(path / "engine.pt", weights_only=True, map_location=self.device)
+        saved = iter(state.get("masters", []))
+        with torch.no_grad():
+            for m, p in zip(self.masters, self.params, strict=True):
+                if m is not p:  # the exact fp32 state, not the rounded weight it was saved as
+                    m.copy_(next(saved, p.float()))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -99,6 +142,57 @@ class TorchEngine:
                 yield self.module
         finally:
             self.module.train()
+
+
+def micro_batching(cfg: RunConfig, world_size: int) -> tuple[int, int]:
+    """(rows per forward/backward on one rank, micro-batches per optimizer step on one rank) of a training run.
+
+    Batch sizes have one source, the method config: GRPO's `rollout_batch_size` and SFT's `batch_size` are global.
+    """
+    m = cfg.method
+    if isinstance(m, RFTConfig):
+        return m.micro_batch_size, (m.rollout_batch_size // world_size) // m.micro_batch_size
+    if isinstance(m, SFTConfig):
+        return m.micro_batch_size, (m.batch_size // world_size) // m.micro_batch_size
+    raise TypeError(f"method {m.name!r} does not train")
+
+
+def run_deepspeed_config(cfg: RunConfig, world_size: int) -> dict:
+    """The DeepSpeed JSON of a training run (`dist=zero2|zero3|zero3_offload`)."""
+    micro, accum = micro_batching(cfg, world_size)
+    return deepspeed_config(
+        stage=cfg.dist.zero_stage,
+        offload_optimizer=cfg.dist.offload_optimizer,
+        offload_params=cfg.dist.offload_params,
+        micro_batch_size=micro,
+        grad_accum_steps=accum,
+        world_size=world_size,
+        max_grad_norm=cfg.method.max_grad_norm,
+        dtype=cfg.model.dtype,
+    )
+
+
+def zero3_loading(cfg: RunConfig, world_size: int):
+    """A context under which `from_pretrained` loads a model already partitioned over the ranks (ZeRO-3).
+
+    transformers partitions at load (`deepspeed.zero.Init`) while a `HfDeepSpeedConfig` with stage 3 is alive,
+    so no rank ever holds the whole model in host memory. Outside ZeRO-3 training runs this does nothing.
+    """
+    if cfg.dist.backend != "deepspeed" or cfg.dist.zero_stage != 3 or cfg.method.name == "zeroshot":
+        return contextlib.nullcontext()
+    from transformers.integrations import HfDeepSpeedConfig
+
+    @contextmanager
+    def alive():
+        keep = HfDeepSpeedConfig(run_deepspeed_config(cfg, world_size))  # transformers holds a weak reference
+        try:
+            yield keep
+        finally:
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+            unset_hf_deepspeed_config()
+
+    return alive()
 
 
 def deepspeed_config(
@@ -170,6 +264,8 @@ class DeepSpeedEngine:
             model_parameters=params,
         )
         self.module = self.ds.module
+        self.device = torch.device(self.ds.device)
+        self.ds_config = ds_config
         self.stage = ds_config["zero_optimization"]["stage"]
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
@@ -192,6 +288,27 @@ class DeepSpeedEngine:
     @property
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
+
+    def place_reference(self, ref: torch.nn.Module) -> torch.nn.Module:
+        """The frozen reference policy: under ZeRO-3 sharded like the policy (its own DeepSpeed engine without an
+        optimizer, as TRL does), else a full copy on this rank's device."""
+        if self.stage != 3:
+            return ref.to(self.device)
+        import deepspeed
+
+        config = {
+            "train_micro_batch_size_per_gpu": self.ds_config["train_micro_batch_size_per_gpu"],
+            "bf16": self.ds_config["bf16"],
+            "fp16": self.ds_config["fp16"],
+            "zero_optimization": {"stage": 3, **self._offload_params()},
+        }
+        engine, *_ = deepspeed.initialize(model=ref, config=config)
+        engine.eval()
+        return engine.module
+
+    def _offload_params(self) -> dict:
+        zero = self.ds_config["zero_optimization"]
+        return {"offload_param": zero["offload_param"]} if "offload_param" in zero else {}
 
     def save_state(self, path: Path) -> None:
         """DeepSpeed's own checkpoint (module, sharded ZeRO optimizer state per rank, scheduler); collective."""
@@ -226,32 +343,30 @@ class DeepSpeedEngine:
             self.module.train()
 
 
-def make_engine(
-    dist, model, *, lr, weight_decay, max_grad_norm, lr_factor, micro_batch_size, grad_accum_steps, dtype
-):
-    """TorchEngine for dist.backend=none, DeepSpeedEngine otherwise (ZeRO JSON derived from the typed config)."""
-    if dist.backend == "none":
+def make_engine(cfg: RunConfig, model, *, device: torch.device, lr_factor):
+    """TorchEngine for `dist.backend=none`, DeepSpeedEngine otherwise (ZeRO JSON derived from the typed config).
+
+    The optimizer settings (lr, weight decay, gradient clipping) come from `cfg.method`; DeepSpeed places the
+    model on this rank's accelerator, which `device` names.
+    """
+    m = cfg.method
+    if cfg.dist.backend == "none":
         return TorchEngine(
-            model, lr=lr, weight_decay=weight_decay, max_grad_norm=max_grad_norm, lr_factor=lr_factor
+            model,
+            device=device,
+            lr=m.lr,
+            weight_decay=m.weight_decay,
+            max_grad_norm=m.max_grad_norm,
+            lr_factor=lr_factor,
         )
     import torch.distributed as torch_dist
 
     world_size = torch_dist.get_world_size() if torch_dist.is_initialized() else 1
-    ds_config = deepspeed_config(
-        stage=dist.zero_stage,
-        offload_optimizer=dist.offload_optimizer,
-        offload_params=dist.offload_params,
-        micro_batch_size=micro_batch_size,
-        grad_accum_steps=grad_accum_steps,
-        world_size=world_size,
-        max_grad_norm=max_grad_norm,
-        dtype=dtype,
-    )
     return DeepSpeedEngine(
         model,
-        lr=lr,
-        weight_decay=weight_decay,
-        max_grad_norm=max_grad_norm,
+        lr=m.lr,
+        weight_decay=m.weight_decay,
+        max_grad_norm=m.max_grad_norm,
         lr_factor=lr_factor,
-        ds_config=ds_config,
+        ds_config=run_deepspeed_config(cfg, world_size),
     )

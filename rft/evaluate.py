@@ -20,9 +20,17 @@ from rft.sampling import completion_texts, count_think_tokens, sample_hf
 
 @torch.no_grad()
 def evaluate(
-    model, processor, task: Task, samples: list[Sample], *, think: bool, max_new_tokens: int, batch_size: int
+    model,
+    processor,
+    task: Task,
+    samples: list[Sample],
+    *,
+    think: bool,
+    max_new_tokens: int,
+    batch_size: int,
+    device: torch.device | str = "cpu",
 ) -> tuple[dict[str, float], list[dict]]:
-    """Greedy-decode every sample and score it.
+    """Greedy-decode every sample and score it; batches go to `device`, the model's.
 
     Returns:
         (metrics keyed `eval/<name>`, one prediction row per sample).
@@ -34,7 +42,7 @@ def evaluate(
     for start in tqdm(range(0, len(samples), batch_size), desc="eval", mininterval=2):
         batch = samples[start : start + batch_size]
         texts = [chat_text(processor, task.prompt(s, think), len(s.images)) for s in batch]
-        prompts = encode_prompts(processor, texts, [s.images for s in batch])
+        prompts = encode_prompts(processor, texts, [s.images for s in batch], device)
         ids, mask = sample_hf(
             model, tok, prompts, num_return_sequences=1, max_new_tokens=max_new_tokens, temperature=None
         )  # [b, T], [b, T]

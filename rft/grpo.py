@@ -68,7 +68,7 @@ def zero_std_warning(metrics: dict[str, float], terms: list[str], max_new_tokens
 
 
 @contextlib.contextmanager
-def reference(policy, ref):
+def reference_policy(policy, ref):
     """The reference model for the KL term: the frozen copy, or the LoRA policy with its adapter disabled."""
     if ref is not None:
         yield ref
@@ -92,31 +92,33 @@ def train(
     processor,
     tracker: Tracker,
     checkpointer: Checkpointer | None = None,
+    *,
+    device: torch.device | None = None,
+    reference: torch.nn.Module | None = None,
 ) -> tuple[dict[str, float], object]:
     """Train `model` in place with GRPO on `train_set`; `checkpointer` resumes and saves (None: neither).
+
+    Args:
+        device: The run's device (`rft.distributed.resolve_device`); None resolves `cfg.device` here.
+        reference: The reference policy for beta > 0, already loaded (the pipeline loads it partitioned under
+            ZeRO-3); None copies the policy before the engine wraps it. Unused with LoRA (adapter off) or beta = 0.
 
     Returns:
         (final training stats: last reward mean, steps, mean step seconds; the engine, for evaluation).
     """
     m = cfg.method
     world, rank = distributed.world_size(), distributed.rank()
+    device = distributed.resolve_device(cfg.device) if device is None else device
     # This rank's share of the step: whole groups only (a group lives on one rank).
     G, B, N = m.group_size, m.prompts_per_step // world, m.rollout_batch_size // world
     tok = processor.tokenizer
     # The reference policy exists only when beta > 0: a frozen copy, or with LoRA the adapter switched off.
-    # It is copied before the engine wraps the policy (under ZeRO-3 the policy's parameters become shards).
-    ref = frozen_copy(model) if m.beta > 0 and not is_lora(model) else None
-    engine = make_engine(
-        cfg.dist,
-        model,
-        lr=m.lr,
-        weight_decay=m.weight_decay,
-        max_grad_norm=m.max_grad_norm,
-        lr_factor=warmup_constant(m.warmup_steps),
-        micro_batch_size=m.micro_batch_size,
-        grad_accum_steps=N // m.micro_batch_size,
-        dtype=cfg.model.dtype,
-    )
+    # A copy is taken before the engine wraps the policy (under ZeRO-3 the policy's parameters become shards).
+    ref = None
+    if m.beta > 0 and not is_lora(model):
+        ref = reference if reference is not None else frozen_copy(model)
+    engine = make_engine(cfg, model, device=device, lr_factor=warmup_constant(m.warmup_steps))
+    ref = engine.place_reference(ref) if ref is not None else None
     logprobs = shared_prompt_logprobs if m.share_prompt else completion_logprobs
     stream = PromptStream(train_set, seed=cfg.seed)
     terms = [(t.fn, t.weight) for t in cfg.reward.terms]
@@ -156,13 +158,15 @@ def train(
                 max_new_tokens=m.max_new_tokens,
                 temperature=m.temperature,
                 min_new_tokens=m.min_new_tokens,
+                device=engine.device,
+                **({"compile": True} if m.compile_sampler else {}),
             )
         prompts, prompt_index, ids, mask = batch.prompts, batch.prompt_index, batch.ids, batch.mask  # [N, T]
 
         # 2. Rewards.
         with timer.phase("reward"):
             score_rollout(batch, terms, think=cfg.reward.think, length_target=length_target)
-        rewards = torch.tensor(batch.rewards)  # [N]
+        rewards = torch.tensor(batch.rewards, device=engine.device)  # [N]
 
         # 3. Group-normalised advantages.
         batch.advantages = group_advantages(rewards, G, scale_by_std=m.scale_adv_by_std, eps=m.adv_eps)  # [N]
@@ -171,7 +175,7 @@ def train(
         # 4. Reference and old log-probs, only when they are used.
         ref_logp = old_logp = None
         if m.beta > 0:
-            with timer.phase("ref_logprobs"), torch.no_grad(), reference(engine.module, ref) as ref_model:
+            with timer.phase("ref_logprobs"), torch.no_grad(), reference_policy(engine.module, ref) as ref_model:
                 ref_logp = torch.cat(
                     [
                         logprobs(ref_model, prompts, prompt_index[s], ids[s], mask[s], m.temperature)
@@ -258,6 +262,7 @@ def train(
             log.warning(zero_std_warning(metrics, [t for t, _ in terms], m.max_new_tokens))
         if step % m.samples_every == 0 or step == m.steps:
             names = [t for t, _ in terms]
+            adv = advantages.tolist()
             rows = [
                 {
                     "prompt": task.prompt(samples[i // G], cfg.reward.think),
@@ -265,7 +270,7 @@ def train(
                     "completion": batch.completions[i],
                     **{f"reward/{n}": batch.term_rewards[j][i] for j, n in enumerate(names)},
                     "reward": batch.rewards[i],
-                    "advantage": advantages[i].item(),
+                    "advantage": adv[i],
                 }
                 for i in range(N)
             ]

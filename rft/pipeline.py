@@ -34,6 +34,7 @@ from rft.config import ConfigError, RFTConfig, RunConfig, SFTConfig, validate
 from rft.data.budget import apply_budget
 from rft.data.images import verify_images
 from rft.data.registry import build_task
+from rft.engine import zero3_loading
 from rft.files import atomic_write_json, atomic_write_text
 from rft.redaction import redact
 from rft.results import ResultRow, append_result_row, axes, git_commit, package_versions
@@ -59,6 +60,52 @@ def model_dir(cfg: RunConfig) -> str:
         if cfg.model.builtin and cfg.model.path is None and cfg.model.id == "tiny_base":
             return str(testbed.build_tiny_base(Path(cfg.model.cache_dir).expanduser(), cfg.model.seed))
         return models.resolve_model_dir(cfg.model)
+
+
+def is_zero3_training(cfg: RunConfig) -> bool:
+    return cfg.dist.backend == "deepspeed" and cfg.dist.zero_stage == 3 and cfg.method.name != "zeroshot"
+
+
+def sharded_reference(cfg: RunConfig, folder: str) -> torch.nn.Module | None:
+    """Under ZeRO-3 with beta > 0 (and no LoRA), the reference policy loaded partitioned like the policy.
+
+    Elsewhere None: the GRPO loop copies the policy (a full copy fits where the policy does), LoRA's reference
+    is the policy with its adapter off, and beta = 0 needs none.
+    """
+    m = cfg.method
+    if not (
+        is_zero3_training(cfg) and isinstance(m, RFTConfig) and m.beta > 0 and not cfg.model.lora.enabled
+    ):
+        return None
+    plain = dataclasses.replace(cfg.model, gradient_checkpointing=False, freeze_vision=False)
+    ref, _ = models.load_model(plain, folder)
+    return ref.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def whole_weights(cfg: RunConfig, model):
+    """The model's whole weights on every rank for a forward outside the engine (ZeRO-3: gathered)."""
+    if not is_zero3_training(cfg):
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters())):
+        yield
+
+
+def warn_if_large_on_cpu(model, device: torch.device) -> None:
+    """A model of 1B+ parameters on the CPU is almost always a missing GPU, not a choice: say so loudly."""
+    params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in model.parameters())
+    if device.type == "cpu" and params >= 1e9:
+        log.warning(
+            "!!! %.1fB-parameter model on the CPU: training will take days. CUDA is %s. Pass device=cuda to fail "
+            "at start when no GPU is usable. !!!",
+            params / 1e9,
+            "available but not chosen"
+            if torch.cuda.is_available()
+            else f"not available ({distributed.cuda_unavailable_reason()})",
+        )
 
 
 def finished_row(run_dir: Path) -> ResultRow | None:
@@ -103,6 +150,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
     t0 = time.time()
     world, is_main = distributed.world_size(), distributed.rank() == 0
     validate(cfg, world)
+    device = distributed.resolve_device(cfg.device)  # the run's one device decision
     if cfg.resume != "none" and (done := finished_row(run_dir)) is not None:
         log.info("resume=%s: %s already finished; returning its results.json", cfg.resume, run_dir)
         return done
@@ -125,10 +173,16 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
     verify_images(train_set + eval_set)  # a truncated image fails here, not hours into training
     if is_main:
         check_writable(run_dir, Path(cfg.results_csv).parent)
-    distributed.init(cfg.dist.backend)
+    distributed.init(cfg.dist.backend, device)
     run_dir = Path(distributed.from_rank0(str(run_dir)))  # one run, one directory, whatever the rank count
     resume_from = distributed.from_rank0(resume_from)
-    model, processor = models.load_model(cfg.model, model_dir(cfg))
+    folder = model_dir(cfg)
+    with zero3_loading(cfg, world):  # ZeRO-3: every rank loads only its shard of each weight
+        model, processor = models.load_model(cfg.model, folder)
+        reference = sharded_reference(cfg, folder)
+    if not is_zero3_training(cfg):  # DeepSpeed and zero.Init place ZeRO-3 shards themselves
+        model.to(device)
+    warn_if_large_on_cpu(model, device)
     log.info(
         "task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set)
     )
@@ -189,6 +243,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
             think=cfg.reward.think,
             max_new_tokens=cfg.method.max_new_tokens,
             batch_size=cfg.eval.batch_size,
+            device=device,
         )
         return distributed.gather_rows(shard)
 
@@ -197,7 +252,8 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         train_stats: dict[str, float] = {}
         generation = contextlib.nullcontext  # zero-shot: the untouched model
         if cfg.eval.before and cfg.method.name != "zeroshot":  # the base model's score, on the same eval set
-            rows = evaluate_all(models.unwrap(model))
+            with whole_weights(cfg, model):
+                rows = evaluate_all(models.unwrap(model))
             before = evaluate.eval_metrics(rows)
             row.metrics.update({k.replace("eval/", "eval_before/", 1): v for k, v in before.items()})
             if is_main:
@@ -206,8 +262,11 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         t_train = time.time()
         if isinstance(cfg.method, RFTConfig | SFTConfig):
             loop = grpo if isinstance(cfg.method, RFTConfig) else sft
+            extra = {"reference": reference} if loop is grpo else {}
             with stop.deferred():
-                train_stats, engine = loop.train(cfg, task, train_set, model, processor, tracker, ckpt)
+                train_stats, engine = loop.train(
+                    cfg, task, train_set, model, processor, tracker, ckpt, device=device, **extra
+                )
             generation = engine.generation  # ZeRO-3: weights gathered once for the whole evaluation
         train_s = time.time() - t_train
         t_eval = time.time()

@@ -47,6 +47,17 @@ class Prompts:
     def num_prompts(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: torch.device | str) -> Prompts:
+        """These prompts on `device` (the one place batches move to the model's device)."""
+        return Prompts(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            mm_token_type_ids=self.mm_token_type_ids.to(device),
+            pixel_values=self.pixel_values.to(device),
+            image_grid_thw=self.image_grid_thw.to(device),
+            images_per_prompt=self.images_per_prompt,
+        )
+
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """The keyword arguments a Qwen2-VL forward or `generate` takes for these prompts."""
         return dict(
@@ -66,10 +77,16 @@ def chat_text(processor, user_text: str, num_images: int) -> str:
     )
 
 
-def encode_prompts(processor, texts: list[str], images: list[tuple[Image.Image, ...]]) -> Prompts:
-    """Tokenise B chat-formatted prompts with their images (left padding, for generation)."""
+def encode_prompts(
+    processor, texts: list[str], images: list[tuple[Image.Image, ...]], device: torch.device | str = "cpu"
+) -> Prompts:
+    """Tokenise B chat-formatted prompts with their images (left padding, for generation), placed on `device`.
+
+    The processor works on the host; the finished batch moves to `device` in one transfer.
+    """
     flat = [img.convert("RGB") for imgs in images for img in imgs]
-    enc = processor(text=texts, images=flat, padding=True, padding_side="left", return_tensors="pt")
+    with torch.device("cpu"):  # the processor's tensors are host tensors, whatever the default device
+        enc = processor(text=texts, images=flat, padding=True, padding_side="left", return_tensors="pt")
     return Prompts(
         input_ids=enc["input_ids"],  # [B, P]
         attention_mask=enc["attention_mask"],  # [B, P]
@@ -77,7 +94,7 @@ def encode_prompts(processor, texts: list[str], images: list[tuple[Image.Image, 
         pixel_values=enc["pixel_values"],  # [patches, D]
         image_grid_thw=enc["image_grid_thw"],  # [n_images, 3]
         images_per_prompt=[len(imgs) for imgs in images],
-    )
+    ).to(device)
 
 
 def suppressed_token_ids(tokenizer) -> list[int]:

@@ -54,10 +54,12 @@ class Rollout:
         return self.ids.shape[0]
 
 
-def encode_samples(processor, task: Task, samples: list[Sample], think: bool) -> Prompts:
-    """The chat-formatted, tokenised prompts of `samples` with their images."""
+def encode_samples(
+    processor, task: Task, samples: list[Sample], think: bool, device: torch.device | str = "cpu"
+) -> Prompts:
+    """The chat-formatted, tokenised prompts of `samples` with their images, on `device`."""
     texts = [chat_text(processor, task.prompt(s, think), len(s.images)) for s in samples]
-    return encode_prompts(processor, texts, [s.images for s in samples])
+    return encode_prompts(processor, texts, [s.images for s in samples], device)
 
 
 def sample_rollout(
@@ -72,15 +74,19 @@ def sample_rollout(
     max_new_tokens: int,
     temperature: float,
     min_new_tokens: int = 0,
+    device: torch.device | str = "cpu",
+    **sampler_options,
 ) -> Rollout:
     """Phase 1: encode the B prompts and sample G completions for each in one batched call.
 
     Args:
         model: The policy (unwrapped transformers model; under ZeRO-3 with its weights gathered).
         sampler: A key of `rft.sampling.SAMPLERS` (`method.sampler`).
+        device: The policy's device; prompts, completions and `prompt_index` live there.
+        sampler_options: Passed to the sampler (the lean sampler's `compile`).
     """
     tok = processor.tokenizer
-    prompts = encode_samples(processor, task, samples, think)
+    prompts = encode_samples(processor, task, samples, think, device)
     ids, mask = SAMPLERS[sampler](
         model,
         tok,
@@ -89,13 +95,14 @@ def sample_rollout(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         min_new_tokens=min_new_tokens,
+        **sampler_options,
     )  # [N, T], [N, T]
     completions = completion_texts(tok, ids, mask)
     return Rollout(
         samples=samples,
         prompts=prompts,
         group_size=group_size,
-        prompt_index=torch.arange(len(samples)).repeat_interleave(group_size),  # [N]
+        prompt_index=torch.arange(len(samples), device=ids.device).repeat_interleave(group_size),  # [N]
         ids=ids,
         mask=mask,
         completions=completions,

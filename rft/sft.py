@@ -41,19 +41,19 @@ def sft_target(sample: Sample) -> str:
     return f"<answer>{sample.answer}</answer>"
 
 
-def encode_targets(tokenizer, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded target ids [M, T] and mask [M, T]; each target ends with the end-of-turn token."""
+def encode_targets(
+    tokenizer, samples: list[Sample], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded target ids [M, T] and mask [M, T] on `device`; each target ends with the end-of-turn token."""
     rows = [
         tokenizer(sft_target(s), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         for s in samples
     ]
     T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), tokenizer.pad_token_id, dtype=torch.long)  # [M, T]
-    mask = torch.zeros((len(rows), T), dtype=torch.long)  # [M, T]
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids, mask
+    padded = [r + [tokenizer.pad_token_id] * (T - len(r)) for r in rows]
+    ids = torch.tensor(padded, dtype=torch.long, device=device)  # [M, T]
+    mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows], dtype=torch.long, device=device)
+    return ids, mask  # [M, T], [M, T]
 
 
 def train(
@@ -64,8 +64,13 @@ def train(
     processor,
     tracker: Tracker,
     checkpointer: Checkpointer | None = None,
+    *,
+    device: torch.device | None = None,
 ) -> tuple[dict[str, float], object]:
     """Fine-tune `model` in place on `train_set`; `checkpointer` resumes and saves (None: neither).
+
+    Args:
+        device: The run's device (`rft.distributed.resolve_device`); None resolves `cfg.device` here.
 
     Returns:
         (final training stats, the engine).
@@ -74,18 +79,10 @@ def train(
     tok = processor.tokenizer
     total_steps = math.ceil(len(train_set) * m.epochs / m.batch_size)
     world, rank = distributed.world_size(), distributed.rank()
+    device = distributed.resolve_device(cfg.device) if device is None else device
     per_rank = m.batch_size // world  # this rank's share of each global batch
-    engine = make_engine(
-        cfg.dist,
-        model,
-        lr=m.lr,
-        weight_decay=m.weight_decay,
-        max_grad_norm=m.max_grad_norm,
-        lr_factor=warmup_cosine(int(m.warmup_ratio * total_steps), total_steps),
-        micro_batch_size=m.micro_batch_size,
-        grad_accum_steps=per_rank // m.micro_batch_size,
-        dtype=cfg.model.dtype,
-    )
+    lr_factor = warmup_cosine(int(m.warmup_ratio * total_steps), total_steps)
+    engine = make_engine(cfg, model, device=device, lr_factor=lr_factor)
     timer = PhaseTimer()
     log.info(
         "SFT: %d epochs = %d steps, batch %d, micro-batch %d",
@@ -107,8 +104,8 @@ def train(
         # 1. Encode prompts and targets.
         with timer.phase("encode"):
             texts = [chat_text(processor, task.prompt(s, cfg.reward.think), len(s.images)) for s in batch]
-            prompts = encode_prompts(processor, texts, [s.images for s in batch])
-            ids, mask = encode_targets(tok, batch)  # [M, T], [M, T]
+            prompts = encode_prompts(processor, texts, [s.images for s in batch], engine.device)
+            ids, mask = encode_targets(tok, batch, engine.device)  # [M, T], [M, T]
             # Token-mean over the GLOBAL batch: DeepSpeed averages gradients over ranks, so each rank divides
             # by (global tokens / world size) and the average equals the single-process gradient exactly.
             num_tokens = mean_over_ranks(float(mask.sum()))
@@ -118,7 +115,7 @@ def train(
             loss_value = 0.0
             for i in range(0, len(batch), m.micro_batch_size):
                 s = slice(i, i + m.micro_batch_size)
-                index = torch.arange(len(batch))[s]
+                index = torch.arange(len(batch), device=engine.device)[s]
                 logp = completion_logprobs(unwrap(engine.module), prompts, index, ids[s], mask[s])  # [m, T]
                 loss = sft_loss(logp, mask[s], num_tokens)
                 if not math.isfinite(loss.item()):

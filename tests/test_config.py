@@ -73,6 +73,14 @@ def test_paper_defaults_follow_study_md():
     assert (qwen.min_pixels, qwen.max_pixels, qwen.trust_remote_code) == (3136, 401408, False)
 
 
+@pytest.mark.parametrize("world_size", [1, 2, 4, 8, 16])
+def test_paper_lineage_grpo_validates_on_up_to_sixteen_ranks(world_size):
+    """Visual-RFT's step: 8 GPUs x 1 prompt x 2 accumulation steps = 16 prompts x G=8, whole groups per rank."""
+    cfg = typed(["method=rft", "model=qwen2vl_2b", "dist=zero3"])
+    assert cfg.method.rollout_batch_size == 128 and cfg.method.prompts_per_step == 16
+    validate(cfg, world_size=world_size)
+
+
 @pytest.mark.parametrize("sweep", sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml")))
 def test_every_sweep_composes(sweep):
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "sweeps")):

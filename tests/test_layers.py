@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "rft.distributed",
             "rft.tracking",
             "rft.results",
+            "rft.memory",
         },
     ),
     ("model-side building blocks", {"rft.logprobs", "rft.sampling", "rft.engine", "rft.checkpoint"}),
