@@ -76,7 +76,7 @@ def worker(mode: str, steps: int, out: Path) -> None:
             zero_stage=3 if mode == "zero3" else 2,
         ),
     )
-    distributed.init(cfg.dist.backend)
+    distributed.init(cfg.dist.backend, distributed.resolve_device(cfg.device))
     task = build_task(cfg.task, seed=0)
     train = apply_budget(task.split("train"), "samples", 16, 0)
     model, processor = models.load_model(cfg.model)

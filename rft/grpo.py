@@ -33,7 +33,7 @@ from rft.losses import group_advantages, grpo_loss
 from rft.models import is_lora, unwrap
 from rft.rewards import reward_stats
 from rft.rollout import sample_rollout, score_rollout
-from rft.tracking import PhaseTimer, Tracker
+from rft.tracking import PhaseTimer, Tracker, device_sync, peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,16 @@ def reference_policy(policy, ref):
             yield unwrap(policy)
 
 
+def _held_numel(p: torch.Tensor) -> int:
+    """The elements of a parameter this rank holds: all of them, or its ZeRO-3 shard (`ds_tensor`)."""
+    return getattr(p, "ds_tensor", p).numel()
+
+
+def _full_numel(p: torch.Tensor) -> int:
+    """A parameter's full size, also when ZeRO-3 holds only a shard of it on this rank."""
+    return getattr(p, "ds_numel", p.numel())
+
+
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """The reference policy: a copy of the initial weights, in eval mode, without gradients."""
     ref = copy.deepcopy(model).eval()
@@ -118,13 +128,20 @@ def train(
     if m.beta > 0 and not is_lora(model):
         ref = reference if reference is not None else frozen_copy(model)
     engine = make_engine(cfg, model, device=device, lr_factor=warmup_constant(m.warmup_steps))
-    ref = engine.place_reference(ref) if ref is not None else None
+    if ref is not None:
+        ref = engine.place_reference(ref)
+        held = sum(_held_numel(p) for p in ref.parameters())
+        log.info(
+            "reference policy: %d of %d parameters on this rank",
+            held,
+            sum(_full_numel(p) for p in ref.parameters()),
+        )
     logprobs = shared_prompt_logprobs if m.share_prompt else completion_logprobs
     stream = PromptStream(train_set, seed=cfg.seed)
     terms = [(t.fn, t.weight) for t in cfg.reward.terms]
     length_target = cfg.reward.length_target or m.max_new_tokens
     micro = [slice(i, i + m.micro_batch_size) for i in range(0, N, m.micro_batch_size)]
-    timer = PhaseTimer()
+    timer = PhaseTimer(sync=device_sync(engine.device))  # GPU work is charged to the phase that launched it
     log.info(
         "GRPO: %d steps, B=%d prompts x G=%d, micro-batch %d, beta=%g, mu=%d, loss_agg=%s, scale_adv_by_std=%s",
         m.steps,
@@ -175,7 +192,11 @@ def train(
         # 4. Reference and old log-probs, only when they are used.
         ref_logp = old_logp = None
         if m.beta > 0:
-            with timer.phase("ref_logprobs"), torch.no_grad(), reference_policy(engine.module, ref) as ref_model:
+            with (
+                timer.phase("ref_logprobs"),
+                torch.no_grad(),
+                reference_policy(engine.module, ref) as ref_model,
+            ):
                 ref_logp = torch.cat(
                     [
                         logprobs(ref_model, prompts, prompt_index[s], ids[s], mask[s], m.temperature)
@@ -254,6 +275,7 @@ def train(
             "train/epoch": stream.epoch,
             **timings,
             "perf/step_s": step_s,
+            **peak_memory(engine.device),
             "perf/tokens_per_s": num_tokens / max(timings.get("timing/rollout_s", 0.0), 1e-9),
         }
         tracker.log(step, metrics)

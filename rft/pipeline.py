@@ -36,6 +36,7 @@ from rft.data.images import verify_images
 from rft.data.registry import build_task
 from rft.engine import zero3_loading
 from rft.files import atomic_write_json, atomic_write_text
+from rft.memory import estimate, format_estimate
 from rft.redaction import redact
 from rft.results import ResultRow, append_result_row, axes, git_commit, package_versions
 from rft.tracking import Tracker
@@ -92,6 +93,30 @@ def whole_weights(cfg: RunConfig, model):
 
     with deepspeed.zero.GatheredParameters(list(model.parameters())):
         yield
+
+
+def held_parameters(model) -> str:
+    """`"<held> of <total> parameters on this rank"`: all of them, or a ZeRO-3 shard."""
+    params = list(model.parameters())
+    total = sum(getattr(p, "ds_numel", p.numel()) for p in params)
+    return f"{sum(getattr(p, 'ds_tensor', p).numel() for p in params)} of {total} parameters on this rank"
+
+
+def memory_estimate(cfg: RunConfig, model, world: int) -> str:
+    """The one log line of `rft.memory.estimate` for this run: weights, gradients, optimizer, reference, logits."""
+    base = models.unwrap(model)
+    params = list(model.parameters())
+    numel = [getattr(p, "ds_numel", p.numel()) for p in params]  # ZeRO-3 shards report their full size
+    return format_estimate(
+        estimate(
+            sum(numel),
+            sum(n for n, p in zip(numel, params, strict=True) if p.requires_grad),
+            cfg,
+            text_config=base.config.get_text_config(),
+            world_size=world,
+            param_bytes=next(base.parameters()).element_size(),
+        )
+    )
 
 
 def warn_if_large_on_cpu(model, device: torch.device) -> None:
@@ -183,6 +208,8 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
     if not is_zero3_training(cfg):  # DeepSpeed and zero.Init place ZeRO-3 shards themselves
         model.to(device)
     warn_if_large_on_cpu(model, device)
+    log.info("policy on %s: %s", device, held_parameters(model))
+    log.info(memory_estimate(cfg, model, world))
     log.info(
         "task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set)
     )

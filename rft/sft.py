@@ -29,7 +29,7 @@ from rft.logprobs import completion_logprobs
 from rft.losses import sft_loss
 from rft.models import unwrap
 from rft.prompts import chat_text, encode_prompts
-from rft.tracking import PhaseTimer, Tracker
+from rft.tracking import PhaseTimer, Tracker, device_sync, peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def train(
     per_rank = m.batch_size // world  # this rank's share of each global batch
     lr_factor = warmup_cosine(int(m.warmup_ratio * total_steps), total_steps)
     engine = make_engine(cfg, model, device=device, lr_factor=lr_factor)
-    timer = PhaseTimer()
+    timer = PhaseTimer(sync=device_sync(engine.device))  # GPU work is charged to the phase that launched it
     log.info(
         "SFT: %d epochs = %d steps, batch %d, micro-batch %d",
         m.epochs,
@@ -139,6 +139,7 @@ def train(
             "train/target_tokens": num_tokens,
             **timer.pop(),
             "perf/step_s": time.perf_counter() - t_step,
+            **peak_memory(engine.device),
         }
         tracker.log(step, metrics)
         ckpt.end_of_step(step, total_steps, engine, stream, {"train/final_loss": loss_value})

@@ -332,3 +332,21 @@ class PhaseTimer:
         timings = {f"timing/{name}_s": seconds for name, seconds in self._seconds.items()}
         self._seconds = {}
         return timings
+
+
+def peak_memory(device) -> dict[str, float]:
+    """`perf/peak_mem_gb`: the most GPU memory allocated on `device` since the run started; {} on a CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {}
+    return {"perf/peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30}
+
+
+def device_sync(device) -> Callable[[], None] | None:
+    """What a `PhaseTimer` calls at phase boundaries on `device`: `torch.cuda.synchronize` on a GPU, else None."""
+    import torch
+
+    device = torch.device(device)
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None

@@ -42,6 +42,27 @@ def fixed_generate(model, tokenizer, prompts, *, num_return_sequences, max_new_t
     return completion_ids, completion_mask(completion_ids, tokenizer)
 
 
+REFERENCE: dict[str, float] = {}
+
+
+def record_reference_placement() -> None:
+    """Wrap the engines' `place_reference` to record how much of the reference this rank holds."""
+    from rft import engine as engine_module
+
+    for cls in (engine_module.TorchEngine, engine_module.DeepSpeedEngine):
+        place = cls.place_reference
+
+        def placed(self, ref, _place=place):
+            out = _place(self, ref)
+            params = list(out.parameters())
+            total = sum(getattr(q, "ds_numel", q.numel()) for q in params)
+            REFERENCE["local_fraction"] = sum(getattr(q, "ds_tensor", q).numel() for q in params) / total
+            REFERENCE["requires_grad"] = float(any(q.requires_grad for q in params))
+            return out
+
+        cls.place_reference = placed
+
+
 def main() -> None:
     out, method, dist_name, micro = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     flags = set(sys.argv[5:])
@@ -71,9 +92,10 @@ def main() -> None:
     cfg = tiny_run_config(run_dir, "rft", method=m, dist=dist)
     cfg.task.train_size = 32
     cfg.budget.size = 24 if method == "sft" else 8  # SFT: 3 steps of 8
-    distributed.init(cfg.dist.backend)
+    distributed.init(cfg.dist.backend, distributed.resolve_device(cfg.device))
     if "--fixed-rollout" in flags:
         sampling.SAMPLERS["hf"] = fixed_generate
+    record_reference_placement()
     task = build_task(cfg.task, seed=cfg.seed)
     train = apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed)
     pipeline.seed_everything(cfg.seed)
@@ -98,6 +120,7 @@ def main() -> None:
                     "changed": changed,
                     "fingerprint": fingerprint,
                     "world_size": distributed.world_size(),
+                    "reference": REFERENCE,
                 }
             )
         )

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,36 @@ def test_cli_under_torchrun_writes_one_run_dir_and_one_row(tmp_path, tmp_path_fa
     assert "[rank 1]" in console
     # Rank 0 builds the cold cache; rank 1 waits, then loads it.
     assert console.count("building tiny model") == 1
+
+
+def test_cli_zero3_with_kl_loads_policy_and_reference_partitioned(tmp_path):
+    """ZeRO-3 with beta > 0 through the entrypoint: the policy loads already sharded (zero.Init) and the reference
+    too (its own engine), so each of 2 ranks holds about half of each, never a full copy."""
+    launch(
+        [
+            str(REPO / "experiments/run.py"),
+            "method=rft_tiny",
+            "dist=zero3",
+            "logger=none",
+            "method.beta=0.04",
+            "method.sampler=hf",
+            "method.micro_batch_size=4",
+            "method.steps=1",
+            "method.max_new_tokens=6",
+            "task.train_size=16",
+            "task.test_size=4",
+            "task.image_size=56",
+            "budget.size=8",
+            f"results_csv={tmp_path}/results.csv",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        nproc=2,
+    )
+    assert read_results(tmp_path / "results.csv")[0]["status"] == "finished"
+    log = (tmp_path / "run/run.log").read_text()
+    for what in ("policy on cpu", "reference policy"):
+        held, total = map(int, re.search(rf"{what}: (\d+) of (\d+) parameters on this rank", log).groups())
+        assert 0.4 < held / total < 0.6, (what, held, total)
 
 
 def test_deepspeed_json_is_derived_from_the_typed_config():
@@ -286,6 +317,10 @@ def test_lora_with_the_lean_sampler_is_refused(tiny_cfg):
 
 
 def test_zero3_reference_model_gives_a_growing_kl(worker_runs):
-    """beta > 0 under ZeRO-3: the reference is a full frozen copy taken before sharding, so KL is 0 then > 0."""
-    kl = [m["policy/kl"] for m in worker_runs["rft-zero3-kl"]["metrics"]]
+    """beta > 0 under ZeRO-3: the reference is a frozen copy of the start, so KL is 0 then > 0; it is sharded like
+    the policy (its own DeepSpeed engine), so each of the 2 ranks holds half of it, not a full copy."""
+    run = worker_runs["rft-zero3-kl"]
+    kl = [m["policy/kl"] for m in run["metrics"]]
     assert kl[0] == pytest.approx(0.0, abs=1e-7) and kl[-1] > 0
+    assert run["reference"]["local_fraction"] == pytest.approx(0.5, abs=0.05)
+    assert run["reference"]["requires_grad"] == 0.0
