@@ -7,19 +7,34 @@ export HF_HUB_OFFLINE ?= 1
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 export DS_BUILD_OPS ?= 0
 
-.PHONY: help venv demo test test-fast lint format sweep-tiny report data-fgvc data-sat bench-dist tiny-base study-tiny bench bench-levers bench-grid bench-gpu clean
+.PHONY: help venv install-gpu demo test test-fast lint format sweep-tiny report data-fgvc data-sat bench-dist tiny-base study-tiny bench bench-levers bench-grid bench-gpu gpu-check gpu-wheels clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
+# The torch wheel index. Empty: PyPI, whose Linux torch 2.13.0 is a CUDA 13.0 build (CPU-only machines and GPU
+# nodes with an R580+ driver). On a GPU node with an older driver pick the CUDA build it runs, e.g.
+# `make venv TORCH_INDEX=https://download.pytorch.org/whl/cu126` (docs/training.md, "Installing on a GPU node").
+TORCH_INDEX ?=
+
 .venv/.installed: pyproject.toml requirements.lock constraints.txt
 	python3 -m venv .venv
 	$(PIP) install -q -U pip
+	@if [ -z "$(TORCH_INDEX)" ] && command -v nvidia-smi >/dev/null; then \
+	  cuda=$$(nvidia-smi | grep -o 'CUDA Version: [0-9.]*' | grep -o '[0-9][0-9.]*'); \
+	  if [ -n "$$cuda" ] && [ "$${cuda%%.*}" -lt 13 ]; then \
+	    echo "!!! this node's driver runs CUDA $$cuda; PyPI's torch 2.13.0 needs CUDA 13 and would run on the CPU."; \
+	    echo "!!! rerun with TORCH_INDEX=https://download.pytorch.org/whl/cu$${cuda%%.*}$$(echo $$cuda | cut -d. -f2) (docs/training.md)"; \
+	    exit 1; fi; fi
+	$(if $(TORCH_INDEX),$(PIP) install -q torch==2.13.0 --index-url $(TORCH_INDEX),)
 	$(PIP) install -q -r requirements.lock -c constraints.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: .venv/.installed  ## create .venv and install the pinned dependencies (first use only)
+
+install-gpu:  ## install the suite into the current Python env, keeping its own (CUDA) torch: pip install -e .
+	python3 -m pip install -e . "torch==$$(python3 -c 'import torch; print(torch.__version__)')"
 
 demo: tiny-base  ## GRPO on the pretrained tiny VLM (tiny_base) + the synthetic fine-grained task, scored before and after
 	$(PY) experiments/run.py experiment=demo
@@ -82,8 +97,31 @@ bench-levers: .venv/.bench  ## the worth of each fast path, measured in isolatio
 bench-grid: .venv/.bench  ## ours vs TRL over G x T x pixels, 7-point cross (--grid for all 18)
 	$(PY) experiments/bench.py --cross --warmup 1 --rounds 2 --k 1
 
-bench-gpu:  ## one H100/H200: Qwen2-VL-2B dims, bf16, G=8 x 256 tokens, ours vs TRL (see docs/performance.md)
+# The GPU targets also run on a bare, offline GPU machine: `make gpu-check PY=python3` uses that python (with the
+# wheels of `make gpu-wheels` on its PYTHONPATH) and never tries to create .venv.
+VENV_IF_OURS = $(if $(filter .venv/bin/python,$(PY)),venv)
+
+bench-gpu: $(VENV_IF_OURS)  ## one H100/H200: rft.grpo.train vs TRL GRPOTrainer, 2B stand-in, bf16, G=8 x 256 tokens
 	$(PY) experiments/bench_gpu.py
+
+gpu-check: $(VENV_IF_OURS)  ## one H100/H200, offline, < 8 min: the real GPU path end to end, one JSON (DRY_RUN=1: CPU, tiny)
+	$(PY) experiments/gpu_check.py $(if $(DRY_RUN),--dry-run)
+
+# What the GPU machine's image (torch, transformers, peft, accelerate, numpy, pillow, pyarrow) lacks for gpu-check
+# and bench-gpu, at the versions of requirements.lock (trl at the bench extra's pin). wandb and scipy stay out:
+# logger=none never imports wandb and nothing imports scipy, and wandb's wheel alone would fill the 64 MiB carry.
+GPU_WHEELS := hydra-core omegaconf quicktok-v1 hjson ninja py-cpuinfo msgpack einops pydantic pydantic_core \
+	annotated-types typing-inspection datasets dill multiprocess xxhash fsspec pandas python-dateutil tzdata
+GPU_SDISTS := antlr4-python3-runtime deepspeed
+lock_pin = $(shell grep -i -m1 '^$(1)==' requirements.lock)
+PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
+	manylinux1_x86_64 any,--platform $(p))
+
+gpu-wheels:  ## download cp312 wheels of what the offline GPU image lacks into .whl/ (carry it; docs/performance.md)
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(PLATFORMS) -d .whl $(foreach n,$(GPU_WHEELS),$(call lock_pin,$(n))) trl==1.16.0
+	python3 -m pip wheel -q --no-deps -w .whl $(foreach n,$(GPU_SDISTS),$(call lock_pin,$(n)))
+	@du -ch .whl/*.whl | tail -1
 
 clean:  ## remove run outputs (keeps .venv and the model cache)
 	rm -rf outputs/runs outputs/multirun outputs/results.csv

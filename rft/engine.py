@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 from rft.config import RFTConfig, RunConfig, SFTConfig
+from rft.models import unwrap
+from rft.sampling import forget_fused_weights
 
 
 def warmup_constant(warmup_steps: int):
@@ -331,6 +333,8 @@ class DeepSpeedEngine:
         """
         from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
 
+        # ZeRO writes updated weights through `.data`, which the lean sampler's fused-weight cache cannot see.
+        forget_fused_weights(unwrap(self.module))
         self.module.eval()
         try:
             with torch.no_grad():

@@ -121,7 +121,6 @@ def train(
     device = distributed.resolve_device(cfg.device) if device is None else device
     # This rank's share of the step: whole groups only (a group lives on one rank).
     G, B, N = m.group_size, m.prompts_per_step // world, m.rollout_batch_size // world
-    tok = processor.tokenizer
     # The reference policy exists only when beta > 0: a frozen copy, or with LoRA the adapter switched off.
     # A copy is taken before the engine wraps the policy (under ZeRO-3 the policy's parameters become shards).
     ref = None
@@ -259,7 +258,6 @@ def train(
         step_s = time.perf_counter() - t_step
         step_times.append(step_s)
         timings = timer.pop()
-        rows_done = (ids == tok.eos_token_id).any(dim=1)  # [N] ended with EOS within the token limit
         metrics = {
             **stats,
             **reward_stats([t for t, _ in terms], batch.term_rewards),
@@ -269,7 +267,7 @@ def train(
             "rollout/frac_zero_std_groups": (rewards.view(B, G).std(1) == 0).float().mean().item(),
             "rollout/completion_tokens": mask.sum(1).float().mean().item(),
             "rollout/think_tokens": sum(batch.think_tokens) / N,
-            "rollout/clipped_ratio": 1.0 - rows_done.float().mean().item(),
+            "rollout/clipped_ratio": 1.0 - batch.finished.float().mean().item(),
             "train/grad_norm": grad_norm,
             "train/lr": engine.lr,
             "train/epoch": stream.epoch,

@@ -4,7 +4,8 @@ Qwen2-VL and Qwen2.5-VL checkpoints load through `AutoModelForImageTextToText` a
 `rft.processor`, from `model.path`, the Hugging Face cache, or (online) the hub. The built-in tiny presets are
 built on first use by `rft.tiny` and load through the same `from_pretrained` path. `tiny_base` is not built
 here: it needs a pretraining run, which `rft.pipeline` (or `make tiny-base`) starts through `rft.testbed`, and
-hands the finished folder to `load_model`.
+hands the finished folder to `load_model`. The configured pixel budget beats the checkpoint's own
+(`pixel_budget` reports it), and flash_attention_2 falls back to sdpa where flash-attn cannot run.
 """
 
 from __future__ import annotations
@@ -86,22 +87,44 @@ def check_architecture(model_dir: str, trust_remote_code: bool) -> str:
 
 
 def load_processor(model_dir: str, cfg: ModelConfig) -> Qwen2VLImageOnlyProcessor:
-    """Build the image-only processor with the configured pixel budget.
+    """Build the image-only processor with the configured pixel budget (`model.min_pixels`, `model.max_pixels`).
 
     Built from its parts, so a folder saved by upstream with a video processor still loads without torchvision.
+    Qwen's `preprocessor_config.json` carries its own `min_pixels`/`max_pixels` (3136 and 12845056) and sometimes
+    a `size`. `from_pretrained` merges keyword arguments over the file's keys and the image processor's
+    `__init__` then lets `min_pixels`/`max_pixels` override `size`, so a `size` alone loses to the file's
+    `max_pixels`; passing the budget as `min_pixels`/`max_pixels` too makes it win in every layout.
+
+    Raises:
+        ModelLoadError: the processor still ends up with another budget (a transformers change).
     """
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(
-        model_dir, size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+        model_dir,
+        size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels},
+        min_pixels=cfg.min_pixels,
+        max_pixels=cfg.max_pixels,
     )
-    # Older attributes would be re-sent on every call and override `size`; the pixel budget lives in `size`.
-    for attr in ("min_pixels", "max_pixels"):
-        if hasattr(image_processor, attr):
-            delattr(image_processor, attr)
     template = tokenizer.chat_template or CHAT_TEMPLATE
     processor = Qwen2VLImageOnlyProcessor(image_processor, tokenizer, chat_template=template)
     tokenizer.padding_side = "left"
+    if pixel_budget(processor) != (cfg.min_pixels, cfg.max_pixels):
+        raise ModelLoadError(
+            f"the image processor of {model_dir} resizes to {pixel_budget(processor)} pixels, not "
+            f"model.min_pixels/max_pixels=({cfg.min_pixels}, {cfg.max_pixels}); check rft.models.load_processor "
+            "against the installed transformers"
+        )
     return processor
+
+
+def pixel_budget(processor) -> tuple[int, int]:
+    """(min_pixels, max_pixels) the processor resizes every image into; what a run's result row records.
+
+    Every image is resized (aspect ratio kept, sides multiples of 28) to at most max_pixels pixels, i.e. at most
+    max_pixels / 784 merged image tokens (Qwen's `smart_resize`).
+    """
+    size = processor.image_processor.size
+    return int(size["shortest_edge"]), int(size["longest_edge"])
 
 
 def load_model(
@@ -127,12 +150,37 @@ def load_model(
     model = AutoModelForImageTextToText.from_pretrained(
         model_dir,
         dtype=dtype,
-        attn_implementation=cfg.attn_implementation,
+        attn_implementation=attention_implementation(cfg.attn_implementation),
         trust_remote_code=cfg.trust_remote_code,
         use_safetensors=True,
     )
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     return prepare_for_training(model, cfg), processor
+
+
+def attention_implementation(requested: str) -> str:
+    """`requested`, or "sdpa" with one warning when it is flash_attention_2 and flash-attn cannot run here.
+
+    flash-attn is an optional CUDA-only package (not in the lock file): it needs a CUDA device and an importable
+    `flash_attn` module.
+    """
+    if requested != "flash_attention_2":
+        return requested
+    if not torch.cuda.is_available():
+        reason = "CUDA is not available"
+    else:
+        try:
+            import flash_attn  # noqa: F401
+        except (ImportError, OSError) as err:  # absent, or built against another torch/CUDA
+            reason = f"flash_attn cannot be imported ({err})"
+        else:
+            return requested
+    log.warning(
+        "model.attn_implementation=flash_attention_2 falls back to sdpa: %s. On a CUDA node, install it with "
+        "`pip install flash-attn --no-build-isolation`.",
+        reason,
+    )
+    return "sdpa"
 
 
 def prepare_for_training(model, cfg: ModelConfig):

@@ -209,6 +209,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         model.to(device)
     warn_if_large_on_cpu(model, device)
     log.info("policy on %s: %s", device, held_parameters(model))
+    pixels = models.pixel_budget(processor)  # what the processor enforces, recorded in the row
     log.info(memory_estimate(cfg, model, world))
     log.info(
         "task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set)
@@ -223,8 +224,8 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         status="running",
         **axes(cfg),
         n_train=len(train_set),
-        min_pixels=cfg.model.min_pixels,
-        max_pixels=cfg.model.max_pixels,
+        min_pixels=pixels[0],
+        max_pixels=pixels[1],
         think=cfg.reward.think,
         loss_agg=cfg.method.loss_agg if isinstance(cfg.method, RFTConfig) else None,
         group_size=cfg.method.group_size if isinstance(cfg.method, RFTConfig) else None,

@@ -15,7 +15,7 @@ import torch
 from rft.data.base import Sample, Task, accepted_answers
 from rft.prompts import Prompts, chat_text, encode_prompts
 from rft.rewards import RewardInputs, score
-from rft.sampling import SAMPLERS, completion_texts, count_think_tokens
+from rft.sampling import SAMPLERS, completion_texts, count_think_tokens, stop_token_ids
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Rollout:
         mask: [N, T] 1 up to and including the first end-of-turn token.
         completions: N decoded completions.
         think_tokens: N token counts inside `<think>...</think>`.
+        finished: [N] True where the completion ended with a stop token within the token limit.
         term_rewards: Per reward term, N scores (in the order of the configured terms).
         rewards: N weighted sums of the terms.
         advantages: [N] group-normalised rewards.
@@ -44,6 +45,7 @@ class Rollout:
     mask: torch.Tensor
     completions: list[str]
     think_tokens: list[int]
+    finished: torch.Tensor
     term_rewards: list[list[float]] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     advantages: torch.Tensor | None = None
@@ -98,6 +100,7 @@ def sample_rollout(
         **sampler_options,
     )  # [N, T], [N, T]
     completions = completion_texts(tok, ids, mask)
+    stops = torch.tensor(stop_token_ids(model, tok), device=ids.device)
     return Rollout(
         samples=samples,
         prompts=prompts,
@@ -107,6 +110,7 @@ def sample_rollout(
         mask=mask,
         completions=completions,
         think_tokens=count_think_tokens(tok, completions),
+        finished=torch.isin(ids, stops).any(dim=1),  # [N]
     )
 
 

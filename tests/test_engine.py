@@ -50,7 +50,9 @@ def test_bf16_weights_learn_like_fp32_at_lr_1e_6():
     # The same updates: Adam's first steps are ~lr * sign(grad), so the deltas agree (bf16 forward noise flips
     # the sign of a few near-zero gradients).
     deltas16 = torch.cat([(m - s).flatten() for m, s in zip(engine.masters, start16, strict=True)])
-    deltas32 = torch.cat([(p.detach() - s).flatten() for p, s in zip(fp32.parameters(), start32, strict=True)])
+    deltas32 = torch.cat(
+        [(p.detach() - s).flatten() for p, s in zip(fp32.parameters(), start32, strict=True)]
+    )
     agree = ((deltas16 - deltas32).abs() < 0.5 * LR).float().mean().item()
     assert agree > 0.9, agree
     assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())  # the model keeps its dtype

@@ -1,4 +1,4 @@
-"""The offline stand-in of Qwen2-VL-2B-Instruct / Qwen2.5-VL-3B-Instruct (`tests/standin.py`).
+"""The offline stand-in of Qwen2-VL-2B-Instruct / Qwen2.5-VL-3B-Instruct (`experiments/standin.py`).
 
 Checks that the folder has the hub layout and values, that transformers reads it as the hub repos are read, and
 that it loads through the suite's real path (`rft.models.load_model`) in bf16 with tied embeddings. The
@@ -15,9 +15,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from rft.config import ModelConfig
-from rft.models import load_model
-from tests.standin import (
+from experiments.standin import (
     CHAT_TEMPLATE,
     KINDS,
     MROPE_SECTION,
@@ -26,6 +24,8 @@ from tests.standin import (
     image_tokens,
     model_config,
 )
+from rft.config import ModelConfig
+from rft.models import load_model
 
 WIDTH = 256  # text width of the forward tests: 2 heads of the real head_dim 128, 1 KV head
 HUB_FILES = {
@@ -246,26 +246,27 @@ def test_loads_through_the_suite_and_runs_a_forward_with_an_image(standin):
 
 
 @pytest.mark.slow
-def test_measure_image_tokens_under_the_suite_pixel_budget(standin, capsys):
-    """Measurement only: how many image tokens a 1024x668 image gets with model.max_pixels=401408."""
-    kind, folder = standin
+def test_the_suite_pixel_budget_wins_over_the_checkpoint(standin):
+    """Qwen's preprocessor_config.json says max_pixels 12,845,056; model.max_pixels=401408 must win: a 1024x668
+    photo gets grid [1, 36, 56] = 504 merged tokens (it got 888 before the fix), and the row records the budget."""
+    from rft.models import pixel_budget
+
+    _, folder = standin
     _, processor = _load(folder, min_pixels=3136, max_pixels=401408)
     enc = processor.image_processor(images=[Image.new("RGB", (1024, 668))], return_tensors="pt")
     grid = enc["image_grid_thw"][0]
-    with capsys.disabled():
-        print(
-            f"\n[standin {kind}] 1024x668 image, model.min_pixels=3136 max_pixels=401408 (<= 512 tokens promised): "
-            f"grid {grid.tolist()} -> {image_tokens(grid)} image tokens; processor size={dict(processor.image_processor.size)}"
-        )
+    assert grid.tolist() == [1, 36, 56] and image_tokens(grid) == 504
+    assert pixel_budget(processor) == (3136, 401408)
 
 
 @pytest.mark.slow
-def test_measure_sampling_settings_inherited_by_sample_hf(standin, capsys):
-    """Measurement only: which of the checkpoint's generation settings `sample_hf` ends up using."""
+def test_sample_hf_uses_the_suite_settings_not_the_checkpoints(standin):
+    """The checkpoint's repetition_penalty 1.05, top_k 1, top_p 0.001 and temperature 0.1 never reach sampling;
+    both EOS ids of its generation config stop a completion."""
     from rft.prompts import chat_text, encode_prompts
     from rft.sampling import sample_hf
 
-    kind, folder = standin
+    _, folder = standin
     model, processor = _load(folder)
     model.eval()
     seen = []
@@ -287,10 +288,12 @@ def test_measure_sampling_settings_inherited_by_sample_hf(standin, capsys):
             max_new_tokens=3,
             temperature=temperature,
         )
-    with capsys.disabled():
-        for (gen, names), temperature in zip(seen, (1.0, None), strict=True):
-            print(
-                f"\n[standin {kind}] sample_hf(temperature={temperature}): repetition_penalty={gen.repetition_penalty} "
-                f"top_k={gen.top_k} top_p={gen.top_p} temperature={gen.temperature} do_sample={gen.do_sample} "
-                f"eos={gen.eos_token_id} logits processors={names}"
-            )
+    for gen, names in seen:
+        assert "RepetitionPenaltyLogitsProcessor" not in names, names
+        assert not any(n in names for n in ("TopKLogitsWarper", "TopPLogitsWarper")), names
+        assert set(gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]) == {
+            151645,
+            151643,
+        }
+    rollout_gen, _ = seen[0]
+    assert rollout_gen.do_sample and rollout_gen.temperature == 1.0

@@ -7,6 +7,7 @@ tokenizer rebuilt from the `quicktok-v1` vocab with the real chat template, and 
 `generation_config.json` written as the hub has them (not normalised by `save_pretrained`). The real models'
 values come from public copies of the hub files, cited where they are used. Only the weights are not real, so
 the GPU path can be exercised with the real vocabulary, special ids, pixel and sampling defaults.
+`experiments/gpu_check.py` builds it at full size; `tests/test_standin.py` checks it at reduced size.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import shutil
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -426,7 +428,7 @@ def hub_state_dict(model) -> dict[str, torch.Tensor]:
             name = "model." + name.removeprefix("model.language_model.")
         elif name.startswith("model.visual."):
             name = "visual." + name.removeprefix("model.visual.")
-        out[name] = tensor.contiguous()
+        out[name] = tensor.contiguous().cpu()
     return out
 
 
@@ -456,6 +458,7 @@ def build_standin(
     hidden: int | None = None,
     dtype: torch.dtype = torch.bfloat16,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Write a stand-in of the hub checkpoint `kind` into `out` (created) and return `out`.
 
@@ -465,6 +468,8 @@ def build_standin(
         hidden: reduced text width, a multiple of 128 (heads scale with it); None keeps the real width.
         dtype: the dtype of the saved weights (the hub ones are bf16).
         seed: seeds the random weights.
+        device: where the random weights are drawn (a GPU draws the 2B ones in seconds); they are saved from
+            the CPU either way.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown stand-in kind {kind!r}; known: {KINDS}")
@@ -476,7 +481,9 @@ def build_standin(
     hub = hub_config(kind, layers=layers, vision_depth=vision_depth, hidden=hidden, dtype=dtype)
     cls = Qwen2VLForConditionalGeneration if kind == "qwen2vl_2b" else Qwen2_5_VLForConditionalGeneration
     torch.manual_seed(seed)
-    model = cls(model_config(hub)).to(dtype)
+    with torch.device(device):
+        model = cls(model_config(hub))
+    model = model.to(dtype)
     if model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
         raise RuntimeError("the stand-in's lm_head is not tied to the input embeddings")
     _save_shards(hub_state_dict(model), out)
@@ -492,3 +499,34 @@ def build_standin(
 def image_tokens(grid_thw: torch.Tensor, merge_size: int = 2) -> int:
     """The number of <|image_pad|> tokens an image of grid [t, h, w] expands to."""
     return int(math.prod(grid_thw.tolist())) // merge_size**2
+
+
+def cached_standin(
+    root: Path,
+    kind: str = "qwen2vl_2b",
+    *,
+    layers: int,
+    vision_depth: int,
+    hidden: int | None,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str | torch.device = "cpu",
+) -> tuple[Path, float]:
+    """`build_standin` into a folder under `root` named by its sizes, built once (atomically) and then reused.
+
+    Returns:
+        (the folder, the seconds the build took; 0.0 when it was already there).
+    """
+    name = f"standin-{kind}-L{layers}-V{vision_depth}-H{hidden or 'full'}-{str(dtype).removeprefix('torch.')}"
+    folder = Path(root) / name
+    if (folder / "model.safetensors.index.json").is_file():
+        return folder, 0.0
+    t0 = time.perf_counter()
+    tmp = _mkdir(Path(root)) / f".{name}.tmp-{os.getpid()}"
+    build_standin(
+        tmp, kind, layers=layers, vision_depth=vision_depth, hidden=hidden, dtype=dtype, device=device
+    )
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder, time.perf_counter() - t0
