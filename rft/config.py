@@ -158,12 +158,15 @@ class RewardConfig:
     Attributes:
         think: True for the <think>…</think><answer>…</answer> template, False for the answer-only one.
         length_target: L_target of the target-form length reward (`length_norm`); null means the method's max_new_tokens.
+        length_requires_correct: Pay the length rewards only to correct answers, so a wrong answer cannot buy
+            reward with a long think.
     """
 
     name: str = "acc_format"
     think: bool = True
     terms: list[RewardTerm] = field(default_factory=lambda: [RewardTerm("accuracy"), RewardTerm("format")])
     length_target: int | None = None
+    length_requires_correct: bool = False
 
     def __post_init__(self) -> None:
         _require(

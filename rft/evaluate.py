@@ -1,8 +1,10 @@
 """Evaluation on a task's test split: greedy decoding with the training prompt, batched.
 
-Reports exact accuracy (the same `extract_answer` + normalisation as the accuracy reward), Visual-RFT's lenient
-substring accuracy (for comparison with its published numbers only), format rate, mean completion and think
-tokens, and per-question-type accuracy where the task has types.
+Reports accuracy with the accuracy reward's own matcher (`rft.rewards.is_correct` on `accepted_answers`), the
+one-way lenient accuracy, format rate, mean completion and think tokens, and accuracy per question type where the
+task has types (SAT's `question_type`). Classification tasks also get FGVC's official metric (mean per-class
+accuracy) and Visual-RFT's two-way substring accuracy, which is only for setting beside its published numbers:
+it accepts empty answers and "707" for "707-320" (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from tqdm import tqdm
 
 from rft.data.base import Sample, Task, accepted_answers
 from rft.prompts import chat_text, encode_prompts
-from rft.rewards import extract_answer, is_correct, is_lenient_correct, is_well_formatted
+from rft.rewards import (
+    extract_answer,
+    is_correct,
+    is_lenient_correct,
+    is_visualrft_correct,
+    is_well_formatted,
+)
 from rft.sampling import completion_texts, count_think_tokens, sample_hf
 
 
@@ -55,11 +63,13 @@ def evaluate(
                 {
                     "uid": s.uid,
                     "qtype": s.qtype,
+                    "label": s.label,
                     "answer": s.answer,
                     "completion": c,
                     "extracted": extract_answer(c),
                     "correct": is_correct(c, accepted_answers(s)),
                     "lenient": is_lenient_correct(c, s.answer),
+                    "visualrft": is_visualrft_correct(c, s.answer),
                     "formatted": is_well_formatted(c, think),
                     "completion_tokens": n_tokens,
                     "think_tokens": n_think,
@@ -71,7 +81,14 @@ def evaluate(
 
 
 def eval_metrics(rows: list[dict]) -> dict[str, float]:
-    """Metrics over prediction rows (e.g. every rank's rows, gathered)."""
+    """Metrics over prediction rows (e.g. every rank's rows, gathered).
+
+    Keys: `eval/accuracy` (the matcher), `eval/lenient_accuracy` (the label occurs in the answer),
+    `eval/format_rate`, `eval/completion_tokens`, `eval/think_tokens`, `eval/n`; `eval/accuracy_<qtype>` per
+    question type; and, when every row has a class `label` (classification), `eval/class_mean_accuracy`
+    (FGVC-Aircraft's official metric: the mean over classes of each class's accuracy) and
+    `eval/visualrft_accuracy` (Visual-RFT's two-way substring metric, an upper bound).
+    """
     n = max(len(rows), 1)
     metrics = {
         "eval/accuracy": sum(r["correct"] for r in rows) / n,
@@ -87,4 +104,10 @@ def eval_metrics(rows: list[dict]) -> dict[str, float]:
             by_type[r["qtype"]].append(r["correct"])
     for qtype, hits in sorted(by_type.items()):
         metrics[f"eval/accuracy_{qtype}"] = sum(hits) / len(hits)
+    if rows and all(r.get("label") for r in rows):
+        by_class: dict[str, list[bool]] = defaultdict(list)
+        for r in rows:
+            by_class[r["label"]].append(r["correct"])
+        metrics["eval/class_mean_accuracy"] = sum(sum(h) / len(h) for h in by_class.values()) / len(by_class)
+        metrics["eval/visualrft_accuracy"] = sum(r["visualrft"] for r in rows) / n
     return metrics

@@ -181,7 +181,14 @@ def train(
 
         # 2. Rewards.
         with timer.phase("reward"):
-            score_rollout(batch, terms, think=cfg.reward.think, length_target=length_target)
+            score_rollout(
+                batch,
+                terms,
+                think=cfg.reward.think,
+                length_target=length_target,
+                prompts=[task.prompt(s, cfg.reward.think) for s in batch.samples],
+                length_requires_correct=cfg.reward.length_requires_correct,
+            )
         rewards = torch.tensor(batch.rewards, device=engine.device)  # [N]
 
         # 3. Group-normalised advantages.

@@ -115,9 +115,20 @@ def sample_rollout(
 
 
 def score_rollout(
-    rollout: Rollout, terms: list[tuple[str, float]], *, think: bool, length_target: int
+    rollout: Rollout,
+    terms: list[tuple[str, float]],
+    *,
+    think: bool,
+    length_target: int,
+    prompts: list[str] | None = None,
+    length_requires_correct: bool = False,
 ) -> Rollout:
-    """Phase 2: score every completion with the weighted reward terms; fills `term_rewards` and `rewards`."""
+    """Phase 2: score every completion with the weighted reward terms; fills `term_rewards` and `rewards`.
+
+    Args:
+        prompts: The B prompt texts; the length rewards do not pay for text copied from them (None: no check).
+        length_requires_correct: Pay the length rewards only to correct answers.
+    """
     G = rollout.group_size
     inputs = RewardInputs(
         completions=rollout.completions,
@@ -127,6 +138,8 @@ def score_rollout(
         group_size=G,
         think=think,
         length_target=length_target,
+        prompts=None if prompts is None else [p for p in prompts for _ in range(G)],  # [N]
+        length_requires_correct=length_requires_correct,
     )
     rollout.term_rewards, rollout.rewards = score(inputs, terms)
     return rollout

@@ -11,8 +11,10 @@ import math
 import pytest
 
 from rft.rewards import (
+    GROUP_MIN_SPAN,
     REWARDS,
     RewardInputs,
+    content_think_tokens,
     extract_answer,
     extract_think,
     is_correct,
@@ -21,6 +23,7 @@ from rft.rewards import (
     normalize_answer,
     reward_stats,
     score,
+    think_content_units,
 )
 
 
@@ -410,3 +413,124 @@ def test_reward_stats_population_std() -> None:
 def test_reward_stats_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="2 names but 1 value lists"):
         reward_stats(["a", "b"], [[1.0]])
+
+
+# --- the length reward pays for content, not padding ------------------------------------------------------------
+
+FGVC_PROMPT = (
+    "This is an image containing an aircraft. Please identify the model of the aircraft based on the image.\n"
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+)
+REASONING = "Four engines under swept wings and a hump over the cockpit, so this is a 747; the long upper deck says -400."
+REASONING_TOKENS = 33  # at least its pieces, as a BPE tokenizer would count it
+WRONG = "747-200"  # the accepted set below is {"747-400"}
+ACCEPTED_747 = frozenset({"747-400"})
+
+
+def think(text: str, answer: str = "747-400") -> str:
+    return f"<think>{text}</think> <answer>{answer}</answer>"
+
+
+def test_clean_reasoning_keeps_every_token() -> None:
+    units, padding = think_content_units(REASONING, FGVC_PROMPT)
+    assert padding == 0 and 0 < units <= REASONING_TOKENS
+    assert content_think_tokens(REASONING_TOKENS, REASONING, FGVC_PROMPT) == REASONING_TOKENS
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [
+        " " * 33,
+        "\n" * 33,
+        "\n \t" * 11,
+        " ".join(["wait"] * 33),
+        " ".join(["hmm."] * 33),
+        "Let me think. " * 8,  # a repeated sentence
+        "." * 33,
+        "-" * 33,
+        "ha" * 33,  # one word, a repeated unit
+        FGVC_PROMPT,  # the prompt copied into the think
+    ],
+    ids=["spaces", "newlines", "mixed-whitespace", "repeated-word", "repeated-word-punct", "repeated-sentence",
+         "dots", "dashes", "repeated-unit", "copied-prompt"],
+)  # fmt: skip
+def test_padding_alone_earns_almost_nothing(padding: str) -> None:
+    # 33 padding tokens used to earn exactly what 33 reasoning tokens earn.
+    x = batch([think(padding)], accepted=[ACCEPTED_747], think_tokens=[33], length_target=33)
+    x.prompts = [FGVC_PROMPT]
+    (reward,) = REWARDS["length_norm"](x)
+    assert reward <= 4 / 33  # at most the NGRAM words that start a repeat
+
+
+@pytest.mark.parametrize(
+    ("once", "padded", "extra_tokens"),
+    [
+        ("", " " * 40, 40),  # generous: one token per whitespace character
+        ("", "\n" * 40, 40),
+        (" wait", " wait" * 40, 39),
+        (" Let me think.", " Let me think." * 10, 36),
+        ("", " " + FGVC_PROMPT, 40),
+    ],
+    ids=["spaces", "newlines", "repeated-word", "repeated-sentence", "copied-prompt"],
+)
+def test_a_padded_correct_answer_never_beats_the_concise_one(
+    once: str, padded: str, extra_tokens: int
+) -> None:
+    """Padding earns nothing: the padded think scores at most the concise one (with a repeated phrase written
+    once, since its first occurrence is content). `extra_tokens` is what the padding adds beyond `once`."""
+    once_tokens = REASONING_TOKENS + {"": 0, " wait": 1, " Let me think.": 4}[once]
+    rows = [think(REASONING + once), think(REASONING + padded)]
+    x = batch(
+        rows,
+        accepted=[ACCEPTED_747] * 2,
+        think_tokens=[once_tokens, once_tokens + extra_tokens],
+        length_target=256,
+        group_size=1,
+    )
+    x.prompts = [FGVC_PROMPT] * 2
+    _, total = score(x, [("accuracy", 1.0), ("format", 1.0), ("length_norm", 1.0)])
+    assert total[1] <= total[0]
+    x.group_size = 2
+    concise_r, padded_r = REWARDS["length_norm_group"](x)
+    assert padded_r <= concise_r
+
+
+def test_a_wrong_answer_plus_padding_earns_format_only() -> None:
+    # Before: 1 (format) + 0.69 (length) for a wrong answer and newlines.
+    x = batch([think("\n" * 177, WRONG)], accepted=[ACCEPTED_747], think_tokens=[177], length_target=256)
+    _, total = score(x, [("accuracy", 1.0), ("format", 1.0), ("length_norm", 1.0)])
+    assert total == [1.0]
+
+
+def test_length_requires_correct_pays_only_correct_answers() -> None:
+    rows = [think(REASONING), think(REASONING, WRONG)]
+    x = batch(
+        rows, accepted=[ACCEPTED_747] * 2, think_tokens=[REASONING_TOKENS] * 2, length_target=66, group_size=1
+    )
+    assert REWARDS["length_norm"](x) == [0.5, 0.5]  # default: paid for thinking, right or wrong
+    x.length_requires_correct = True
+    assert REWARDS["length_norm"](x) == [0.5, 0.0]
+
+
+def test_length_requires_correct_in_the_group_form() -> None:
+    # G=3: lengths 10 (correct), 40 (wrong), 30 (correct). Only the correct rows are paid and set min/max.
+    rows = [think(REASONING), think(REASONING, WRONG), think(REASONING)]
+    x = batch(rows, accepted=[ACCEPTED_747] * 3, think_tokens=[10, 40, 30], group_size=3, length_target=100)
+    x.length_requires_correct = True
+    assert REWARDS["length_norm_group"](x) == [0.0, 0.0, 1.0]
+
+
+def test_group_form_one_extra_token_earns_a_sliver() -> None:
+    # lengths 10 and 11: before, 11 earned the full reward 1.0. The span floor is GROUP_MIN_SPAN * L_target.
+    x = batch([GOOD, GOOD], think_tokens=[10, 11], group_size=2, length_target=256)
+    assert REWARDS["length_norm_group"](x) == [0.0, pytest.approx(1 / (GROUP_MIN_SPAN * 256))]
+    assert REWARDS["length_norm_group"](x)[1] < 0.05
+
+
+def test_prompts_must_be_row_aligned() -> None:
+    x = batch([GOOD, BAD], group_size=2)
+    x.prompts = [FGVC_PROMPT]
+    with pytest.raises(
+        ValueError, match=r"prompts has 1 rows but completions has 2.*repeat each prompt's text G"
+    ):
+        score(x, [("length_norm", 1.0)])

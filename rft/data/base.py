@@ -47,6 +47,9 @@ class Sample:
         rationale: A short reasoning trace; when set, SFT imitates `<think> rationale </think> <answer>…`.
             Empty for every target task (docs/protocol.md: no traces exist); only the tiny_base corpus
             (rft.testbed) has them.
+        aliases: Other written forms of `answer` that also count as correct, raw text (FGVC-Aircraft: the
+            variant with its manufacturer and/or family, `rft.data.fgvc.qualified_names`). SFT still trains on
+            `answer`.
     """
 
     uid: str
@@ -57,6 +60,7 @@ class Sample:
     label: str = ""
     qtype: str = ""
     rationale: str = ""
+    aliases: tuple[str, ...] = ()
 
 
 def option_letter(i: int) -> str:
@@ -64,10 +68,16 @@ def option_letter(i: int) -> str:
 
 
 def accepted_answers(sample: Sample) -> frozenset[str]:
-    """Normalised strings that count as correct: the answer text, and for multiple choice also its letter."""
-    accepted = {normalize_answer(sample.answer)}
+    """The normalised names of a sample's ground truth, which `rft.rewards.is_correct` matches against.
+
+    The answer text and its `aliases` (FGVC: `Boeing 707-320` for `707-320`); for multiple choice also the
+    option's letter. A multiple-choice set therefore holds exactly one letter and one option text, which is what
+    lets `is_correct` accept "(B) left" (letter and text agree) and reject "(A) left".
+    """
+    accepted = {normalize_answer(sample.answer), *(normalize_answer(a) for a in sample.aliases)}
     if sample.options:
         accepted.add(normalize_answer(option_letter(sample.options.index(sample.answer))))
+    accepted.discard("")
     return frozenset(accepted)
 
 

@@ -6,21 +6,26 @@
 - `fgvc_synth`: 16 "glyph models" (4 silhouettes x 1-4 small dots) that differ in a small visual detail, with
   colour, size, position and background noise as nuisances; rendered offline, deterministic from the data seed.
 
+Most variant names leave their maker out (`707-320`, `A300B4`), so the official archive's family and manufacturer
+annotations are read too and a label also counts when written with its parents (`qualified_names`).
 Both use Visual-RFT's classification prompt (`rft.data.base.THINK_INSTRUCTION`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import random
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from rft.config import TaskConfig
 from rft.data.base import DataError, Sample, Task
 from rft.data.draw import GLYPH_CLASSES, render_glyph
 from rft.data.images import LazyImage, check_images
+from rft.rewards import normalize_answer
 
 FGVC_DIR = "fgvc-aircraft-2013b"
 FGVC_SPLITS = ("train", "val", "trainval", "test")
@@ -97,7 +102,125 @@ def load_fgvc_official(
                 )
             )
         out[task_split] = rows
+    names = qualified_names(fgvc_hierarchy(data, set(splits.values())), level, classes=classes)
+    out = {
+        k: [dataclasses.replace(s, aliases=names.get(s.label, ())) for s in rows] for k, rows in out.items()
+    }
     return out, classes
+
+
+# Words that end a company's full name but not the name people write ("Douglas Aircraft Company" -> "Douglas").
+_COMPANY_SUFFIXES = {"aircraft", "aerospace", "aviation", "corporation", "company"}
+
+
+def fgvc_hierarchy(data: Path, splits: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """variant -> (family, manufacturer), read from the official annotation files of `splits`.
+
+    `images_variant_<split>.txt`, `images_family_<split>.txt` and `images_manufacturer_<split>.txt` list the same
+    image ids; joining them by id gives each variant's family and manufacturer.
+
+    Raises:
+        DataError: A file is missing, an id is absent from one level, or a variant has two parents.
+    """
+    hierarchy: dict[str, tuple[str, str]] = {}
+    for split in sorted(splits):
+        levels = {}
+        for level in ("variant", "family", "manufacturer"):
+            path = data / f"images_{level}_{split}.txt"
+            rows = [line.partition(" ") for line in _read_lines(path, FGVC_FIX)]
+            levels[level] = {image_id: label.strip() for image_id, _, label in rows}
+        for image_id, variant in levels["variant"].items():
+            parents = []
+            for level in ("family", "manufacturer"):
+                if image_id not in levels[level]:
+                    raise DataError(
+                        f"image {image_id} is in images_variant_{split}.txt but not in "
+                        f"{data / f'images_{level}_{split}.txt'}; the annotation files do not match: "
+                        "re-download the archive"
+                    )
+                parents.append(levels[level][image_id])
+            family, maker = parents
+            if hierarchy.setdefault(variant, (family, maker)) != (family, maker):
+                raise DataError(
+                    f"variant {variant!r} has two parents in {data}: {hierarchy[variant]} and "
+                    f"{(family, maker)} (image {image_id}, split {split}); re-download the archive"
+                )
+    return hierarchy
+
+
+def _join(prefix: str, name: str) -> set[str]:
+    """`name` written after `prefix`: "Boeing" + "707-320" -> {"Boeing 707-320"}.
+
+    A name that already starts with the prefix stays as it is ("Cessna" + "Cessna 172"); a name that shares
+    the prefix's first word may also drop it ("Cessna Citation" + "Cessna 525" -> "Cessna Citation 525").
+    """
+    if normalize_answer(name).startswith(normalize_answer(prefix)):
+        return {name}
+    forms = {f"{prefix} {name}"}
+    first, _, rest = name.partition(" ")
+    if rest and first.lower() == prefix.split()[0].lower():
+        forms.add(f"{prefix} {rest}")
+    return forms
+
+
+def _maker_names(maker: str) -> set[str]:
+    """A manufacturer's full name and its short name ("Douglas Aircraft Company" -> also "Douglas")."""
+    words = maker.split()
+    while len(words) > 1 and words[-1].lower() in _COMPANY_SUFFIXES:
+        words.pop()
+    return {maker, " ".join(words)}
+
+
+def qualified_names(
+    hierarchy: dict[str, tuple[str, str]], level: str, classes: Iterable[str] = ()
+) -> dict[str, tuple[str, ...]]:
+    """label -> the other written forms that name it, for a label of the given annotation level.
+
+    - variant: the variant after its manufacturer (full or short name) and/or its family:
+      "707-320" -> "Boeing 707-320", "Boeing 707 707-320"; "Cessna 525" -> "Cessna Citation 525". A family is
+      used only when it is not itself the name of another variant, so "A320 A321" (which reads as two answers)
+      and "MD-80 MD-87" are not accepted.
+    - family: the family after its manufacturer ("A320" -> "Airbus A320").
+    - manufacturer: no other form.
+
+    A form that would name two labels is dropped from both, so the accepted sets never overlap.
+
+    Args:
+        hierarchy: variant -> (family, manufacturer), from `fgvc_hierarchy`.
+        level: The annotation level the labels are at (variant, family or manufacturer).
+        classes: Every class name of the level (its class list file), when `hierarchy` covers only some of
+            them: a family that is the name of any of these is never used as a qualifier.
+
+    Returns:
+        label -> raw forms, sorted, without the label itself.
+    """
+    if level == "manufacturer":
+        return {}
+    if level == "family":
+        parents = {family: maker for family, maker in hierarchy.values()}
+        forms = {f: {g for m in _maker_names(maker) for g in _join(m, f)} for f, maker in parents.items()}
+    else:
+        forms = {
+            v: {g for m in _maker_names(maker) for g in _join(m, v)} for v, (_, maker) in hierarchy.items()
+        }
+        # Names that already mean a variant ("A320", "MD-80", "Embraer ERJ 145"): never a qualifier.
+        taken = {normalize_answer(c) for c in classes}
+        for v, gs in forms.items():
+            taken |= {normalize_answer(g) for g in gs} | {normalize_answer(v)}
+        for v, (family, maker) in hierarchy.items():
+            if normalize_answer(family) in taken:
+                continue
+            for qualifier in {family} | {g for m in _maker_names(maker) for g in _join(m, family)}:
+                forms[v] |= _join(qualifier, v)
+    owners: dict[str, set[str]] = {}
+    for label, gs in forms.items():
+        for key in {normalize_answer(g) for g in gs} | {normalize_answer(label)}:
+            owners.setdefault(key, set()).add(label)
+    unique = {label: {g for g in gs if owners[normalize_answer(g)] == {label}} for label, gs in forms.items()}
+    return {
+        label: tuple(sorted(g for g in gs if normalize_answer(g) != normalize_answer(label)))
+        for label, gs in unique.items()
+    }
 
 
 def _arrow_cell(column, row: int) -> object:
