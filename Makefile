@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 export DS_BUILD_OPS ?= 0
 
-.PHONY: help venv install-gpu demo test test-fast lint format sweep-tiny report data-fgvc data-sat bench-dist tiny-base study-tiny bench bench-levers bench-grid bench-gpu gpu-check gpu-wheels clean
+.PHONY: help venv install-gpu demo test test-fast lint format sweep-tiny report data-fgvc data-sat bench-dist tiny-base study-tiny bench bench-levers bench-grid bench-gpu gpu-check gpu-wheels clean study dashboard
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ venv: .venv/.installed  ## create .venv and install the pinned dependencies (fir
 install-gpu:  ## install the suite into the current Python env, keeping its own (CUDA) torch: pip install -e .
 	python3 -m pip install -e . "torch==$$(python3 -c 'import torch; print(torch.__version__)')"
 
-demo: tiny-base  ## GRPO on the pretrained tiny VLM (tiny_base) + the synthetic fine-grained task, scored before and after
+demo: venv  ## GRPO on the pretrained tiny VLM (tiny_base) + the synthetic fine-grained task, scored before and after
 	$(PY) experiments/run.py experiment=demo
 
 test: venv  ## the whole test suite (unit, config, smoke, learning); what CI runs
@@ -54,7 +54,6 @@ format: venv  ## ruff autofix + format
 sweep-tiny: venv  ## one sweep: SFT vs RFT over 1/4/16 shots x 3 seeds on the tiny FGVC stand-in
 	$(PY) experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny_fgvc
 
-TINY_CACHE ?= $${RFT_CACHE:-$$HOME/.cache/rft-suite}/models
 STUDY := outputs/study_tiny/$(shell date +%Y-%m-%d_%H-%M-%S)
 # one sweep of the tiny study: $(1) = sweeps/<name>.yaml, $(2) = extra overrides
 study_sweep = $(PY) experiments/run.py -m --config-dir sweeps --config-name $(1) threads=1 \
@@ -62,10 +61,10 @@ study_sweep = $(PY) experiments/run.py -m --config-dir sweeps --config-name $(1)
 # the think level (acc_format) of the ablation is the rft_tiny job of the budget ladder, run once
 OTHER_LEVELS := reward=nothink,length_norm,length_norm_group
 
-tiny-base: venv  ## build (once) tiny_base: the tiny VLM after a short SFT pretraining on a synthetic corpus
-	$(PY) -m rft.testbed --cache-dir $(TINY_CACHE)
+tiny-base: venv  ## rebuild tiny_base from scratch (~10 min, 2 cores) and check it matches the shipped weights bit for bit
+	$(PY) -m rft.testbed --cache-dir $$(mktemp -d) --rebuild
 
-study-tiny: tiny-base  ## the tiny study on tiny_base (RFT vs SFT ladder + thinking ablation, 2 tasks x 3 seeds) + report
+study-tiny: venv  ## the tiny study on tiny_base (RFT vs SFT ladder + thinking ablation, 2 tasks x 3 seeds) + report
 	( $(call study_sweep,zeroshot_tiny) && $(call study_sweep,rft_vs_sft_tiny_fgvc) && \
 	  $(call study_sweep,thinking_tiny_fgvc,$(OTHER_LEVELS)) ) & a=$$!; \
 	( $(call study_sweep,rft_vs_sft_tiny_sat) && $(call study_sweep,thinking_tiny_sat,$(OTHER_LEVELS)) ) & b=$$!; \
@@ -74,6 +73,20 @@ study-tiny: tiny-base  ## the tiny study on tiny_base (RFT vs SFT ladder + think
 
 report: venv  ## tables + plots from every run under outputs/ (REPORT_IN=<dir> to pick a sweep)
 	$(PY) experiments/report.py $${REPORT_IN:-outputs}
+
+# The study at the paper's scale (sweeps/study_*.yaml): `make study DRY_RUN=1` prints the plan only,
+# `make study LAUNCHER=local` runs the sweeps here one after another, YES=1 skips the question, STUDY_ARGS adds
+# overrides for every sweep (e.g. STUDY_ARGS=hydra.launcher.partition=gpu).
+LAUNCHER ?= slurm
+STUDY_ARGS ?=
+study: venv  ## the real study: prints its jobs and estimated GPU-hours, asks, then submits it (LAUNCHER=local, DRY_RUN=1, YES=1)
+	$(PY) experiments/study.py --launcher $(LAUNCHER) $(if $(DRY_RUN),--dry-run) $(if $(YES),--yes) $(STUDY_ARGS)
+
+GROUP ?= study
+ENTITY ?=
+PROJECT ?= rft-vs-sft
+dashboard: venv  ## save a W&B report for a sweep group: make dashboard GROUP=study ENTITY=<you> (DRY_RUN=1 prints it)
+	$(PY) experiments/dashboard.py --group $(GROUP) --project $(PROJECT) $(if $(ENTITY),--entity $(ENTITY)) $(if $(DRY_RUN),--dry-run)
 
 data-fgvc: venv  ## download, verify and unpack FGVC-Aircraft 2013b (2.75 GB) into data/fgvc-aircraft-2013b/
 	$(PY) experiments/data.py fgvc --dest data/

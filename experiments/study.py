@@ -1,0 +1,348 @@
+"""The study at the paper's scale (`make study`): plan every `sweeps/study_*.yaml`, estimate, confirm, launch.
+
+    python experiments/study.py --dry-run                  # the plan: jobs and estimated GPU-hours per sweep
+    python experiments/study.py                            # plan, ask, then submit every sweep to SLURM
+    python experiments/study.py --launcher local --yes     # or run them here, one sweep after another
+
+Each sweep's grid is expanded with Hydra's compose API (as `tests/test_config.py` does), every job is validated
+at its world size, and a job that an earlier sweep already runs (the thinking ablation's `acc_format` level is
+a job of the RFT ladder) is dropped from the later sweep. Every job of one study run appends its row to
+`<out>/results.csv`, so `make report REPORT_IN=<out>` builds both tables. The GPU-hours are an idealised
+estimate from a per-job formula (`gpu_seconds`), not a measurement: the rates and their sources are below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from experiments.schemas import to_run_config  # noqa: E402  (importing it registers the schemas)
+from rft.config import RFTConfig, RunConfig, SFTConfig, validate  # noqa: E402
+
+SWEEPS = ROOT / "sweeps"
+CONF = ROOT / "conf"
+SLURM = CONF / "hydra" / "launcher" / "slurm.yaml"
+
+# --- The estimate's assumptions (seconds of one H100/H200 per token) ---------------------------------------
+# No GPU figure has been measured in this repo yet, so the rates are derived from the chip:
+# - dense bf16 matmuls: ~790 TFLOP/s measured for a large GEMM on an H200 (H100 SXM: 989 TFLOP/s dense on its
+#   datasheet), at an assumed 40% utilisation for prefill, reference and update passes (2 FLOPs per parameter
+#   and token forward, 6 forward + backward);
+# - sampling is memory-bound: each decode step reads the bf16 weights once for the sequences decoded together
+#   on that GPU, at an assumed 50% of the H200's ~4.3 TB/s (H100 SXM: 3.35 TB/s).
+PEAK_FLOPS = 790e12
+MATMUL_UTILISATION = 0.4
+HBM_BYTES_PER_S = 4.3e12
+HBM_UTILISATION = 0.5
+# model load, DeepSpeed set-up, the final checkpoint: an assumed fixed cost per job, on each of its GPUs
+JOB_OVERHEAD_S = 300.0
+# parameters of the hub models (their safetensors), for FLOPs and bytes per token
+PARAMS = {
+    "Qwen/Qwen2-VL-2B-Instruct": 2.21e9,
+    "Qwen/Qwen2-VL-7B-Instruct": 8.29e9,
+    "Qwen/Qwen2.5-VL-3B-Instruct": 3.75e9,
+    "Qwen/Qwen2.5-VL-7B-Instruct": 8.29e9,
+}
+# prompt text around the image tokens (instruction, question, options, chat template)
+PROMPT_TEXT_TOKENS = 100
+# an SFT target, `<answer>{label}</answer>`
+SFT_TARGET_TOKENS = 16
+# a Qwen2-VL image token covers 28 x 28 pixels
+PIXELS_PER_IMAGE_TOKEN = 28 * 28
+# test-split sizes (docs/data.md); banner is your own data, so its size is an assumption
+TEST_SIZES = {"fgvc": 3333, "sat": 150, "banner": 1000}
+# classes of a shots budget (FGVC-Aircraft variants)
+CLASSES = {"fgvc": 100}
+
+
+@dataclass
+class Job:
+    """One point of a sweep's grid: its overrides, its typed config, and the GPUs it runs on."""
+
+    sweep: str
+    overrides: list[str]
+    cfg: RunConfig
+    world_size: int
+
+    @property
+    def gpu_seconds(self) -> float | None:
+        return gpu_seconds(self.cfg, self.world_size)
+
+
+@dataclass
+class SweepPlan:
+    """A sweep as the study runs it: its jobs, the grid values it drops as duplicates, its command line."""
+
+    name: str
+    jobs: list[Job]
+    world_size: int
+    params: dict[str, list[str]]
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+    duplicates: int = 0
+
+    @property
+    def gpu_hours(self) -> float | None:
+        seconds = [job.gpu_seconds for job in self.jobs]
+        return None if None in seconds else sum(seconds) / 3600  # type: ignore[arg-type]
+
+    def overrides(self) -> list[str]:
+        """Grid params the study narrows (`reward=nothink,length_norm,length_norm_group`)."""
+        return [
+            f"{k}={','.join(v for v in self.params[k] if v not in drop)}" for k, drop in self.dropped.items()
+        ]
+
+
+def study_sweeps() -> list[str]:
+    """The study's sweeps in launch order (alphabetical: the RFT ladders come before the thinking ablation)."""
+    return sorted(p.stem for p in SWEEPS.glob("study_*.yaml"))
+
+
+def slurm_gpus_per_node() -> int:
+    """GPUs of one SLURM job (conf/hydra/launcher/slurm.yaml): the world size of a DeepSpeed sweep."""
+    return int(yaml.safe_load(SLURM.read_text(encoding="utf-8"))["gpus_per_node"])
+
+
+def expand(sweep: str) -> tuple[dict[str, list[str]], list[Job]]:
+    """The grid of `sweeps/<sweep>.yaml` and one validated Job per point, composed in-process (no data read).
+
+    Hydra composes once per distinct choice of config-group options in the grid (`reward=nothink`); the
+    grid's plain values (`seed=1`, `budget.size=4`) are then set on a copy, as Hydra's override would set them
+    (`tests/test_study.py` checks that both agree). A DeepSpeed sweep runs on `slurm_gpus_per_node()` ranks, a
+    `dist=none` sweep on one; every job is validated at that world size, so a batch that does not split over
+    the ranks fails here, before anything is submitted.
+    """
+    search = f"hydra.searchpath=[file://{CONF}]"
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    with initialize_config_dir(version_base="1.3", config_dir=str(SWEEPS)):
+        base = compose(config_name=sweep, overrides=[search], return_hydra_config=True)
+        params = {str(k): str(v).split(",") for k, v in base.hydra.sweeper.params.items()}
+        jobs = []
+        for point in itertools.product(*([f"{k}={v}" for v in vals] for k, vals in params.items())):
+            groups = tuple(o for o in point if (CONF / o.split("=")[0]).is_dir())
+            if groups not in composed:
+                composed[groups] = compose(config_name=sweep, overrides=[search, *groups])
+            dcfg = copy.deepcopy(composed[groups])
+            for override in point:
+                if override not in groups:
+                    key, value = override.split("=", 1)
+                    OmegaConf.update(dcfg, key, yaml.safe_load(value), merge=False)
+            cfg = to_run_config(dcfg)
+            world_size = slurm_gpus_per_node() if cfg.dist.backend == "deepspeed" else 1
+            validate(cfg, world_size=world_size)
+            jobs.append(Job(sweep, list(point), cfg, world_size))
+    return params, jobs
+
+
+def identity(cfg: RunConfig) -> str:
+    """What makes two jobs the same run: the whole typed config but the results table it appends to."""
+    record = dataclasses.asdict(cfg)
+    record.pop("results_csv")
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def plan(sweeps: list[str]) -> list[SweepPlan]:
+    """Expand every sweep and drop the grid values whose jobs an earlier sweep already runs.
+
+    A value is dropped only when every job that carries it is a duplicate, so the narrowed grid is still a
+    product that the sweep's own command line can express (`reward=nothink,length_norm,length_norm_group`).
+    """
+    seen: set[str] = set()
+    plans = []
+    for sweep in sweeps:
+        params, jobs = expand(sweep)
+        dup = {id(job) for job in jobs if identity(job.cfg) in seen}
+        dropped = {}
+        for key, values in params.items():
+            gone = [v for v in values if all(id(j) in dup for j in jobs if f"{key}={v}" in j.overrides)]
+            if gone and len(gone) < len(values):
+                dropped[key] = gone
+        kept = [
+            j for j in jobs if not any(f"{k}={v}" in j.overrides for k, vs in dropped.items() for v in vs)
+        ]
+        seen.update(identity(job.cfg) for job in kept)
+        world = max(job.world_size for job in jobs)
+        plans.append(SweepPlan(sweep, kept, world, params, dropped, duplicates=len(jobs) - len(kept)))
+    return plans
+
+
+# --- The estimate -------------------------------------------------------------------------------------------
+
+
+def prompt_tokens(cfg: RunConfig) -> int:
+    """P: image tokens at the model's pixel cap plus the prompt text, capped at the method's prompt length."""
+    image = cfg.model.max_pixels // PIXELS_PER_IMAGE_TOKEN
+    return min(image + PROMPT_TEXT_TOKENS, getattr(cfg.method, "max_prompt_tokens", 10**9))
+
+
+def train_size(cfg: RunConfig) -> int:
+    """Training examples of the budget: k shots x classes, N samples, or (full) the task's train_size."""
+    if cfg.budget.kind == "shots":
+        return cfg.budget.size * CLASSES.get(cfg.task.name, 1)
+    return cfg.budget.size if cfg.budget.kind == "samples" else cfg.task.train_size
+
+
+def gpu_seconds(cfg: RunConfig, world_size: int) -> float | None:
+    """Estimated GPU-seconds of one job (None for a model outside `PARAMS`); every completion is taken at the
+    full `max_new_tokens`, scaling over ranks as ideal.
+
+        forward token  2N / (PEAK_FLOPS x MATMUL_UTILISATION)      update token: 3x that
+        decode token   2N bytes / (HBM_BYTES_PER_S x HBM_UTILISATION) / sequences decoded together per GPU
+        rft   steps x [B x P prefill + C x T decode + (B x P + C x T) x (reference forward + mu updates)]
+        sft   ceil(epochs x n_train / batch) x batch x (P + target) update tokens
+        eval  n_test x (P prefill + T decode), at eval.batch_size sequences per GPU; twice with eval.before
+    with C = rollout_batch_size completions per step, B = C / G prompts (each prompt is run once, its K/V
+    shared by its G completions), P prompt tokens, T = max_new_tokens; plus JOB_OVERHEAD_S on every GPU.
+    """
+    n = PARAMS.get(cfg.model.id)
+    if n is None:
+        return None
+    fwd = 2 * n / (PEAK_FLOPS * MATMUL_UTILISATION)
+
+    def decode(batch: int) -> float:
+        return 2 * n / (HBM_BYTES_PER_S * HBM_UTILISATION) / max(1, batch)
+
+    m, p = cfg.method, prompt_tokens(cfg)
+    t = m.max_new_tokens
+    seconds = JOB_OVERHEAD_S * world_size
+    if isinstance(m, RFTConfig):
+        c, b = m.rollout_batch_size, m.prompts_per_step
+        passes = (1 if m.beta > 0 else 0) + (1 if m.mu > 1 else 0) + 3 * m.mu
+        seconds += m.steps * (b * p * fwd + c * t * decode(c // world_size) + (b * p + c * t) * passes * fwd)
+    elif isinstance(m, SFTConfig):
+        steps = math.ceil(m.epochs * train_size(cfg) / m.batch_size)
+        seconds += steps * m.batch_size * (p + SFT_TARGET_TOKENS) * 3 * fwd
+    n_test = cfg.eval.limit or TEST_SIZES.get(cfg.task.name, cfg.task.test_size)
+    seconds += (2 if cfg.eval.before else 1) * n_test * (p * fwd + t * decode(cfg.eval.batch_size))
+    return seconds
+
+
+# --- Printing and launching ---------------------------------------------------------------------------------
+
+
+def format_plan(plans: list[SweepPlan]) -> str:
+    """The plan as a table: jobs, GPUs per job and estimated GPU-hours per sweep, then the totals."""
+    lines = [f"{'sweep':<22} {'jobs':>5} {'GPUs/job':>8} {'GPU-h':>8}  grid"]
+    for sp in plans:
+        hours = "n/a" if sp.gpu_hours is None else f"{sp.gpu_hours:.1f}"
+        grid = " x ".join(f"{k}={','.join(v)}" for k, v in sp.params.items())
+        gone = " ".join(f"{k}={','.join(v)}" for k, v in sp.dropped.items())
+        note = f"  (without {gone}: its {sp.duplicates} jobs are run by an earlier sweep)"
+        lines.append(f"{sp.name:<22} {len(sp.jobs):>5} {sp.world_size:>8} {hours:>8}  {grid}")
+        if sp.duplicates:
+            lines.append(note)
+    jobs = sum(len(sp.jobs) for sp in plans)
+    known = [sp.gpu_hours for sp in plans if sp.gpu_hours is not None]
+    lines.append(f"{'total':<22} {jobs:>5} {'':>8} {sum(known):>8.1f}")
+    lines.append(
+        f"{jobs} jobs, about {sum(known):.0f} GPU-hours on H100/H200: an idealised estimate, not a measurement "
+        f"(experiments/study.py: {PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16 at {MATMUL_UTILISATION:.0%}, "
+        f"{HBM_BYTES_PER_S / 1e12:.1f} TB/s at {HBM_UTILISATION:.0%} for sampling, every completion at "
+        f"max_new_tokens, {JOB_OVERHEAD_S / 60:.0f} min set-up per GPU per job). Real runs are slower."
+    )
+    return "\n".join(lines)
+
+
+def command(sp: SweepPlan, out: Path, launcher: str, extra: list[str]) -> list[str]:
+    """`experiments/run.py -m` for one sweep: its rows into `<out>/results.csv`, its folders under `<out>/`."""
+    cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "--config-dir", str(SWEEPS)]
+    cmd += [
+        "--config-name",
+        sp.name,
+        f"results_csv={out / 'results.csv'}",
+        f"hydra.sweep.dir={out / sp.name}",
+    ]
+    cmd += sp.overrides()
+    if launcher == "slurm":
+        gpus = sp.world_size
+        cmd += ["hydra/launcher=slurm", f"hydra.launcher.gpus_per_node={gpus}"]
+        cmd += [f"hydra.launcher.tasks_per_node={gpus}"]
+    return cmd + extra
+
+
+def launch(plans: list[SweepPlan], out: Path, launcher: str, extra: list[str]) -> int:
+    """Run every sweep. Locally one after another; on SLURM all at once, since each submitting process waits
+    for its jobs (its output goes to `<out>/<sweep>.log`). Returns the number of sweeps that failed."""
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    if launcher == "local":
+        for sp in plans:
+            print(f"== {sp.name}: {len(sp.jobs)} jobs", flush=True)
+            failed += subprocess.run(command(sp, out, launcher, extra), cwd=ROOT).returncode != 0
+        return failed
+    running = []
+    for sp in plans:
+        log = (out / f"{sp.name}.log").open("w", encoding="utf-8")
+        proc = subprocess.Popen(
+            command(sp, out, launcher, extra), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        running.append((sp, proc, log))
+        print(f"== {sp.name}: {len(sp.jobs)} jobs submitted, log {out / f'{sp.name}.log'}", flush=True)
+    for sp, proc, log in running:
+        code = proc.wait()
+        log.close()
+        print(f"== {sp.name}: {'done' if code == 0 else f'failed (exit {code})'}", flush=True)
+        failed += code != 0
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--launcher", choices=("slurm", "local"), default="slurm", help="default: slurm")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan and the commands, launch nothing"
+    )
+    parser.add_argument("--yes", action="store_true", help="launch without asking")
+    parser.add_argument("--sweeps", default="", help="comma-separated subset of the study's sweeps")
+    parser.add_argument("--out", type=Path, default=None, help="default: outputs/study/<date>_<time>")
+    parser.add_argument(
+        "overrides", nargs="*", help="extra overrides for every sweep, e.g. hydra.launcher.partition=gpu"
+    )
+    args = parser.parse_args(argv)
+
+    names = study_sweeps()
+    chosen = [s for s in args.sweeps.split(",") if s] or names
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        parser.error(f"unknown sweep(s) {', '.join(unknown)}; the study's sweeps are {', '.join(names)}")
+    plans = plan([s for s in names if s in chosen])
+    print(format_plan(plans))
+    out = (args.out or ROOT / "outputs" / "study" / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
+    if args.dry_run:
+        print(f"\ncommands (launcher={args.launcher}, rows into {out / 'results.csv'}):")
+        for sp in plans:
+            print("  " + " ".join(command(sp, out, args.launcher, args.overrides)))
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("not launched: no terminal to confirm on; pass --yes (make study YES=1)", file=sys.stderr)
+            return 1
+        if input(f"launch {sum(len(sp.jobs) for sp in plans)} jobs ({args.launcher})? [y/N] ").strip() != "y":
+            print("not launched")
+            return 1
+    failed = launch(plans, out, args.launcher, args.overrides)
+    print(f"\nresults: {out / 'results.csv'}; tables and plots: make report REPORT_IN={out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
