@@ -5,11 +5,12 @@
     python experiments/data.py fgvc --dest data/ --url file:///path/to/fgvc-aircraft-2013b.tar.gz
     python experiments/data.py sat --dest data/ --source /path/with/SAT_parquet_files
 
-FGVC: the official archive is streamed with urllib, its size is checked against Content-Length, then it is
-extracted (with tarfile's "data" filter; on Python < 3.11.4, plain files and folders only) into a temporary folder
-beside the destination; the extracted tree must hold the expected official paths (class lists, the 12 annotation
-files, images/) before it is renamed into place. The archive's sha256 is not published, so pass --sha256 if you
-have one. An existing, complete destination is left alone unless --force.
+FGVC: the official archive is streamed with urllib, its size is checked against Content-Length and its MD5
+against the one the VGG page publishes (--md5 for another archive, --no-md5 to skip; --sha256 adds a check), then
+it is extracted (with tarfile's "data" filter; on Python < 3.11.4, plain files and folders only) into a temporary
+folder beside the destination; the extracted tree must hold the expected official paths (class lists, the 12
+annotation files, images/) before it is renamed into place. An existing, complete destination is left alone
+unless --force.
 
 SAT: each SAT_<split>.parquet comes from the Hugging Face dataset `array/SAT` (huggingface_hub, which needs
 HF_HUB_OFFLINE=0) or is copied from --source; its columns are checked before it is renamed into place.
@@ -34,6 +35,8 @@ from rft.data.fgvc import FGVC_CLASS_FILES, FGVC_DIR, FGVC_SPLITS  # noqa: E402
 from rft.data.sat import SAT_COLUMNS, SAT_FILES  # noqa: E402
 
 FGVC_URL = "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz"
+# Published beside the archive (archives/fgvc-aircraft-2013b.html on the VGG page).
+FGVC_MD5 = "d4acdd33327262359767eeaa97a4f732"
 # The layout the loaders read (rft.data.fgvc, rft.data.sat) is the layout this tool must produce.
 FGVC_EXPECTED = [
     "data/images",
@@ -66,8 +69,9 @@ def download(url: str, out: Path) -> int:
     return n
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def file_hash(path: Path, algorithm: str) -> str:
+    """The hex digest of a file (`algorithm`: md5, sha256, ...), read in chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
@@ -94,9 +98,16 @@ def extract_tar(archive: Path, dest: Path) -> None:
 
 
 def fetch_fgvc(
-    dest: Path, url: str = FGVC_URL, expected_sha256: str | None = None, force: bool = False
+    dest: Path,
+    url: str = FGVC_URL,
+    expected_sha256: str | None = None,
+    force: bool = False,
+    expected_md5: str | None = FGVC_MD5,
 ) -> Path:
-    """Download, verify and unpack FGVC-Aircraft 2013b to `dest/fgvc-aircraft-2013b`; returns that folder."""
+    """Download, verify and unpack FGVC-Aircraft 2013b to `dest/fgvc-aircraft-2013b`; returns that folder.
+
+    `expected_md5` (the published one by default) and `expected_sha256` are checked when set; None skips them.
+    """
     target = dest / FGVC_DIR
     if not force and all((target / p).exists() for p in FGVC_EXPECTED):
         print(f"{target} is already complete; pass --force to download again")
@@ -107,8 +118,12 @@ def fetch_fgvc(
         archive = tmp / "archive.tar.gz"
         print(f"downloading {url}", file=sys.stderr)
         size = download(url, archive)
-        if expected_sha256 and sha256(archive) != expected_sha256.lower():
-            raise DownloadError(f"{url}: sha256 mismatch (expected {expected_sha256}); delete and retry")
+        for algorithm, expected in (("md5", expected_md5), ("sha256", expected_sha256)):
+            if expected and (got := file_hash(archive, algorithm)) != expected.lower():
+                raise DownloadError(
+                    f"{url}: {algorithm} {got} does not match the expected {expected}; the download is corrupt or "
+                    f"not the official archive: retry (or pass --no-md5 for an archive you repacked)"
+                )
         print(f"extracting {size / 1e6:,.0f} MB", file=sys.stderr)
         try:
             extract_tar(archive, tmp / "x")
@@ -172,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     fg = sub.add_parser("fgvc", help="FGVC-Aircraft 2013b, official archive")
     fg.add_argument("--dest", type=Path, default=Path("data"), help="data folder (default: data/)")
     fg.add_argument("--url", default=FGVC_URL, help="archive URL (file:// for a local copy)")
+    fg.add_argument(
+        "--md5", default=FGVC_MD5, help="expected MD5 of the archive (default: the published one)"
+    )
+    fg.add_argument("--no-md5", action="store_true", help="skip the MD5 check (an archive you repacked)")
     fg.add_argument("--sha256", default=None, help="expected sha256 of the archive, if you have one")
     fg.add_argument("--force", action="store_true", help="download again even if the folder is complete")
     sat = sub.add_parser("sat", help="SAT parquet files from array/SAT")
@@ -182,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.dataset == "fgvc":
-            fetch_fgvc(args.dest, args.url, args.sha256, args.force)
+            fetch_fgvc(args.dest, args.url, args.sha256, args.force, None if args.no_md5 else args.md5)
         else:
             fetch_sat(args.dest, args.splits, args.source, args.force)
     except (DownloadError, OSError) as err:

@@ -45,15 +45,21 @@ class TaskConfig:
         root: Data folder: fgvc `fgvc-aircraft-2013b/` (or its `data/`), sat the folder of SAT_*.parquet, banner
             the folder holding train.jsonl/test.jsonl and the images.
         source: fgvc only: "official" (the archive layout under root) or "hf" (a Hugging Face copy, hf_path).
+        train_source: fgvc: where the train pool comes from, "official" or "hf"; null = `source`. Visual-RFT's
+            setup is train_source=hf (its 4-shot HF copy) with source=official (the archive's test split).
         annotation_level: fgvc class granularity: variant (100), family (70) or manufacturer (30).
         train_split: The source split that becomes the train pool (fgvc train|trainval|val, sat train|static).
-        crop_bottom: fgvc: pixels cut off the bottom of every image (the official protocol removes the 20-px
-            copyright banner); set 0 for a copy that is already cropped.
+        crop_bottom: fgvc: pixels cut off the bottom of every image of either source (the official protocol
+            removes the 20-px copyright banner; Visual-RFT does not); set 0 for a copy that is already cropped.
         hf_path: source=hf: a hub id, a `save_to_disk` folder, or a folder of parquet/arrow files.
         hf_files: source=hf: explicit split -> parquet/arrow file (or glob); empty infers splits from file names.
+            On the command line: `'+task.hf_files={train: /d/train*.parquet, test: /d/test*.parquet}'` (the `+`
+            is needed to add keys to the empty dict).
         image_column: source=hf: the image column (an HF Image struct or raw bytes).
         label_column: source=hf: the label column (a ClassLabel int, a string, or `<answer>…</answer>`).
-        keep_multi_image: sat: keep questions with 2 images (motion); false keeps single-image questions only.
+        keep_multi_image: sat: keep questions with 2 images (motion) in the train pool; false keeps single-image
+            questions only (VisualThinker-R1-Zero).
+        eval_multi_image: sat: keep the 2-image questions in the evaluated splits (Qwen2-VL takes several images).
         first_n: sat: read only the first N rows of the train pool, before filtering (0 = all rows).
         shuffle_options: sat/banner: shuffle the options per question, seeded by the run seed and the uid.
     """
@@ -65,6 +71,7 @@ class TaskConfig:
     test_size: int = 64
     root: str | None = None
     source: str = "official"
+    train_source: str | None = None
     annotation_level: str = "variant"
     train_split: str = "train"
     crop_bottom: int = 20
@@ -73,6 +80,7 @@ class TaskConfig:
     image_column: str = "image"
     label_column: str = "label"
     keep_multi_image: bool = False
+    eval_multi_image: bool = True
     first_n: int = 0
     shuffle_options: bool = True
 
@@ -82,14 +90,19 @@ class TaskConfig:
         _require(self.image_size >= 28, f"task.image_size must be >= 28 pixels, got {self.image_size}")
         _require(self.source in ("official", "hf"), f"task.source={self.source!r} must be official or hf")
         _require(
+            self.train_source in (None, "official", "hf"),
+            f"task.train_source={self.train_source!r} must be official, hf or null (= task.source)",
+        )
+        _require(
             self.annotation_level in ("variant", "family", "manufacturer"),
             f"task.annotation_level={self.annotation_level!r} must be variant, family or manufacturer",
         )
         _require(self.crop_bottom >= 0, f"task.crop_bottom must be >= 0 pixels, got {self.crop_bottom}")
         _require(self.first_n >= 0, f"task.first_n must be >= 0 (0 = all rows), got {self.first_n}")
         _require(
-            self.source != "hf" or bool(self.hf_path) or bool(self.hf_files),
-            "task.source=hf needs task.hf_path=<hub id or local folder> or task.hf_files={train: ..., test: ...}",
+            "hf" not in (self.source, self.train_source) or bool(self.hf_path) or bool(self.hf_files),
+            f"task.{'source' if self.source == 'hf' else 'train_source'}=hf needs task.hf_path=<hub id or local "
+            "folder> or '+task.hf_files={train: ..., test: ...}'",
         )
 
 

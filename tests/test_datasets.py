@@ -10,9 +10,15 @@ task x method through rft.pipeline.run on the tiny model; nothing touches the ne
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 import os
+import re
+import shlex
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -22,6 +28,7 @@ import pytest
 from PIL import Image
 
 from experiments import data as data_cli
+from experiments.schemas import to_run_config
 from rft.config import (
     BudgetConfig,
     EvalConfig,
@@ -35,10 +42,12 @@ from rft.config import (
 )
 from rft.data.base import DataError, accepted_answers
 from rft.data.budget import BudgetError, apply_budget
-from rft.data.images import LazyImage, verify_images
+from rft.data.fgvc import hf_split_name
+from rft.data.images import LazyImage, ParquetCell, verify_images
 from rft.data.registry import TASKS, build_task
 from rft.rewards import normalize_answer
 
+REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["707-320", "Cessna 172", "F/A-18"]
 FAMILIES = {"707-320": "Boeing 707", "Cessna 172": "Cessna 172", "F/A-18": "F/A-18"}
 MAKERS = {"707-320": "Boeing", "Cessna 172": "Cessna", "F/A-18": "McDonnell Douglas"}
@@ -156,6 +165,36 @@ def fgvc(root, **kw) -> TaskConfig:
     return TaskConfig(name="fgvc", root=str(root), **kw)
 
 
+def compose_run(overrides: list[str]):
+    """The typed RunConfig Hydra composes from conf/ with these command-line overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return to_run_config(compose(config_name="config", overrides=overrides))
+
+
+def write_hf_copy(
+    path: Path, labels: dict[str, list[str]], *, column: str = "solution", banner: bool = True
+) -> Path:
+    """An HF copy as parquet files `<split>-00000-of-00001.parquet`; labels in Visual-RFT's `<answer>` form when
+    column is "solution" (its 4-shot copy: image/problem/solution), plain strings otherwise."""
+    import datasets
+
+    path.mkdir(parents=True, exist_ok=True)
+    for split, names in labels.items():
+        rows = {
+            "image": [{"bytes": image_bytes("JPEG", banner=banner), "path": None}] * len(names),
+            "problem": ["This is an image containing an aircraft. ..."] * len(names),
+            column: [f"<answer>{n}</answer>" if column == "solution" else n for n in names],
+        }
+        feats = datasets.Features({"image": datasets.Image(), "problem": datasets.Value("string"),
+                                   column: datasets.Value("string")})  # fmt: skip
+        datasets.Dataset.from_dict(rows, features=feats).to_parquet(
+            str(path / f"{split}-00000-of-00001.parquet")
+        )
+    return path
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # FGVC-Aircraft
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,6 +285,128 @@ def test_fgvc_hf_visual_rft_solution(tmp_path: Path) -> None:
         build_task(cfg, splits=("train", "test"))
 
 
+def test_fgvc_prompt_names_the_annotation_level(fgvc_root: Path) -> None:
+    for level in ("family", "manufacturer"):
+        task = build_task(fgvc(fgvc_root, annotation_level=level))
+        s = task.split("test")[0]
+        assert task.prompt(s, think=True) == VISUAL_RFT_PROMPT.replace(
+            "the model of", f"the {level} of"
+        ).replace("species name", f"{level} name")
+        assert task.prompt(s, think=False).startswith(
+            f"This is an image containing an aircraft. Please identify the {level} of the aircraft based on the image.\n"
+        )
+        assert task.prompt(s, think=False).endswith(
+            f"<answer>{level} name</answer>\nPlease strictly follow the format."
+        )
+
+
+def test_fgvc_visualrft_setup_trains_on_the_hf_copy_and_evaluates_the_official_test_split(
+    fgvc_root: Path, tmp_path: Path
+) -> None:
+    hf = write_hf_copy(tmp_path / "virft", {"train": VARIANTS * 2})  # Visual-RFT's copy: a train split only
+    cfg = compose_run(["task=fgvc_visualrft", f"task.root={fgvc_root}", f"task.hf_path={hf}"]).task
+    assert (cfg.name, cfg.source, cfg.train_source) == ("fgvc", "official", "hf")
+    assert (cfg.label_column, cfg.crop_bottom) == ("solution", 0)
+    task = build_task(cfg, splits=("train", "test"))
+    train, test = task.split("train"), task.split("test")
+    assert [s.uid for s in train] == [f"train-{i}" for i in range(6)] and [
+        s.label for s in train
+    ] == VARIANTS * 2
+    assert len(test) == 6 and all(s.uid.isdigit() for s in test)  # the archive's images_variant_test.txt
+    assert task.classes == tuple(VARIANTS)
+    hf_707, official_707 = (next(s for s in rows if s.label == "707-320") for rows in (train, test))
+    assert (
+        "Boeing 707-320" in hf_707.aliases and hf_707.aliases == official_707.aliases
+    )  # one matcher for both
+    assert task.prompt(test[0], think=True) == VISUAL_RFT_PROMPT
+    assert (
+        train[0].images[0].convert("RGB").size == test[0].images[0].convert("RGB").size == (W, H)
+    )  # uncropped
+    cropped = build_task(dataclasses.replace(cfg, crop_bottom=20), splits=("train", "test"))
+    assert {cropped.split(k)[0].images[0].convert("RGB").size for k in ("train", "test")} == {(W, H - 20)}
+    # a copy whose labels are not the archive's class names
+    write_hf_copy(tmp_path / "bad", {"train": ["707-320", "Concorde"]})
+    with pytest.raises(
+        DataError, match="label 'Concorde' is not an FGVC-Aircraft variant name .*variants.txt"
+    ):
+        build_task(dataclasses.replace(cfg, hf_path=str(tmp_path / "bad")), splits=("train", "test"))
+    with pytest.raises(Exception, match="train_source='web' must be official, hf or null"):
+        dataclasses.replace(cfg, train_source="web")
+
+
+def test_fgvc_hf_copy_at_family_and_manufacturer_level(fgvc_root: Path, tmp_path: Path) -> None:
+    hf = write_hf_copy(tmp_path / "copy", {"train": VARIANTS * 2, "test": VARIANTS}, column="variant")
+    base = dict(source="hf", hf_path=str(hf), label_column="variant", crop_bottom=0)
+    fam = build_task(fgvc(fgvc_root, annotation_level="family", **base))
+    assert [s.label for s in fam.split("test")] == [FAMILIES[v] for v in VARIANTS]
+    assert fam.classes == tuple(sorted(set(FAMILIES.values())))  # families.txt
+    fa18 = next(s for s in fam.split("test") if s.label == "F/A-18")
+    assert "McDonnell Douglas F/A-18" in fa18.aliases
+    maker = build_task(fgvc(fgvc_root, annotation_level="manufacturer", **base))
+    assert [s.label for s in maker.split("train")] == [MAKERS[v] for v in VARIANTS] * 2
+    # a copy already labelled with families reads as it is
+    fam_copy = write_hf_copy(tmp_path / "fam", {"test": sorted(set(FAMILIES.values()))}, column="variant")
+    got = build_task(
+        fgvc(fgvc_root, annotation_level="family", **{**base, "hf_path": str(fam_copy)}), splits=("test",)
+    )
+    assert [s.label for s in got.split("test")] == sorted(set(FAMILIES.values()))
+    # without the archive: variant level reads (no aliases), other levels say what to do
+    bare = build_task(fgvc(tmp_path / "nowhere", **base))
+    assert bare.split("test")[0].aliases == () and bare.classes == tuple(sorted(VARIANTS))
+    with pytest.raises(DataError, match="annotation_level=family with a Hugging Face copy .*needs the official "
+                       "annotation files.*pass task.root=<fgvc-aircraft-2013b folder>"):  # fmt: skip
+        build_task(fgvc(tmp_path / "nowhere", annotation_level="family", **base))
+
+
+def test_fgvc_hf_split_names_from_the_hub_layout(tmp_path: Path) -> None:
+    import datasets
+
+    assert hf_split_name(Path("d/train-00000-of-00001.parquet")) == "train"
+    assert hf_split_name(Path("d/default/train/0000.parquet")) == "train"
+    assert hf_split_name(Path("d/default/partial-test/0001.parquet")) == "test"
+    assert hf_split_name(Path("d/default/validation/0000.parquet")) == "val"
+    assert hf_split_name(Path("d/validation-00000-of-00001.arrow")) == "val"
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=VARIANTS)})
+    for split, n in (("train", 6), ("test", 3)):  # refs/convert/parquet: <config>/<split>/0000.parquet
+        (tmp_path / "default" / split).mkdir(parents=True)
+        rows = {
+            "image": [{"bytes": image_bytes("PNG"), "path": None}] * n,
+            "label": [i % 3 for i in range(n)],
+        }
+        datasets.Dataset.from_dict(rows, features=feats).to_parquet(
+            str(tmp_path / "default" / split / "0000.parquet")
+        )
+    task = build_task(fgvc(None, source="hf", hf_path=str(tmp_path)))
+    assert (
+        sorted(task.splits) == ["test", "train"]
+        and len(task.split("train")) == 6
+        and len(task.split("test")) == 3
+    )
+
+
+def test_hf_files_override_as_documented(tmp_path: Path) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    doc = (REPO / "docs" / "data.md").read_text()
+    command = re.search(
+        r"`(python experiments/run\.py task=fgvc task\.source=hf [^`]*hf_files[^`]*)`", doc
+    ).group(1)
+    overrides = [
+        a.replace("/path", str(tmp_path)) for a in shlex.split(command)[2:]
+    ]  # as the shell passes them
+    write_hf_copy(tmp_path, {"train": VARIANTS * 2, "test": VARIANTS}, column="label")
+    cfg = compose_run([*overrides, "task.crop_bottom=0"]).task
+    assert cfg.hf_files == {"train": f"{tmp_path}/train*.parquet", "test": f"{tmp_path}/test*.parquet"}
+    task = build_task(cfg)
+    assert len(task.split("train")) == 6 and [s.label for s in task.split("test")] == VARIANTS
+    single = compose_run(
+        ["task=fgvc", "task.source=hf", f"+task.hf_files.train={tmp_path}/train*.parquet"]
+    ).task
+    assert single.hf_files == {"train": f"{tmp_path}/train*.parquet"}
+    with pytest.raises(ConfigCompositionException):  # why the docs use `+`: the schema's dict is empty
+        compose_run(["task=fgvc", "task.source=hf", "task.hf_files={train: /x/train.parquet}"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # SAT
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,8 +418,13 @@ def sat(root, **kw) -> TaskConfig:
 
 def test_sat_single_image_filter_and_first_n(sat_root: Path) -> None:
     task = build_task(sat(sat_root), splits=("train", "val"))
-    assert len(task.split("train")) == 16 and len(task.split("val")) == 8  # 4 of every 6 rows have 1 image
+    assert len(task.split("train")) == 16  # the train pool: 4 of every 6 rows have 1 image
     assert all(len(s.images) == 1 for s in task.split("train"))
+    assert (
+        len(task.split("val")) == 12
+    )  # evaluation keeps the 2-image questions (Qwen2-VL takes several images)
+    single = build_task(sat(sat_root, eval_multi_image=False), splits=("train", "val"))
+    assert len(single.split("val")) == 8 and all(len(s.images) == 1 for s in single.split("val"))
     multi = build_task(sat(sat_root, keep_multi_image=True), splits=("train", "test"))
     assert len(multi.split("train")) == 24 and {len(s.images) for s in multi.split("train")} == {1, 2}
     two = next(s for s in multi.split("test") if len(s.images) == 2)
@@ -304,6 +470,56 @@ def test_sat_budget_is_seeded_and_bounded(sat_root: Path) -> None:
     ]
     with pytest.raises(BudgetError, match="larger than the train pool"):
         apply_budget(pool, "samples", 17, 0)
+
+
+def test_sat_images_are_read_only_when_used(sat_root: Path) -> None:
+    pool = build_task(sat(sat_root), splits=("train",)).split("train")
+    store = pool[0].images[0].source.store
+    assert (
+        isinstance(pool[0].images[0].source, ParquetCell) and store.rows_held == 0
+    )  # text only after loading
+    picked = apply_budget(pool, "samples", 3, 0)
+    verify_images(picked)  # one pass fetches the budgeted rows
+    assert store.rows_held == 3
+    for s in [*reversed(pool), *pool[:3]]:  # any order, also behind the stream
+        row = int(s.uid.split("-")[1])
+        r, g, b = (
+            s.images[0].convert("RGB").getpixel((W // 2, H // 2))
+        )  # write_sat's colour: (10 i, 20 repeat, 100)
+        assert abs(r - 10 * (row % 6)) < 8 and abs(g - 20 * (row // 6)) < 8 and abs(b - 100) < 8
+    assert store.rows_held == len(pool)
+
+
+def test_sat_whole_train_file_in_bounded_memory(tmp_path: Path) -> None:
+    """`task.first_n=0` on a file with one large row group: streamed in batches, images dropped after the check."""
+    noise = Image.frombytes("RGB", (100, 100), os.urandom(100 * 100 * 3))
+    buf = io.BytesIO()
+    noise.save(buf, format="PNG")
+    png, n = buf.getvalue(), 1500  # ~30 KB each, incompressible: ~45 MB of images in one row group
+    folder = tmp_path / "SAT"
+    folder.mkdir()
+    table = pa.table({"image_bytes": [[png]] * (n - 2) + [[png, png]] * 2, "question": ["Is it left?"] * n,
+                      "answers": [["left", "right"]] * n, "correct_answer": ["left"] * n,
+                      "question_type": ["obj_relation"] * n})  # fmt: skip
+    # one row group; ~1 MB pages, as writers make them
+    kw = dict(use_dictionary=False, compression="none", write_batch_size=16, data_page_size=1 << 20)
+    pq.write_table(table, folder / "SAT_train.parquet", row_group_size=n, **kw)
+    assert pq.ParquetFile(folder / "SAT_train.parquet").num_row_groups == 1
+    size = n * len(png)
+    code = f"""
+import pyarrow as pa, pyarrow.parquet as pq
+from rft.config import TaskConfig
+from rft.data.registry import build_task
+pool = build_task(TaskConfig(name="sat", root={str(folder)!r}, first_n=0), splits=("train",)).split("train")
+peak = pa.default_memory_pool().max_memory()
+pq.ParquetFile({str(folder / "SAT_train.parquet")!r}).read(columns=["image_bytes"])  # what the old loader did
+print(len(pool), peak, pa.default_memory_pool().max_memory())
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    rows, peak, whole = map(int, out.stdout.split())
+    assert rows == n - 2  # the 2-image rows are filtered out of the train pool
+    assert whole > size  # reading the row group whole holds every image at once...
+    assert peak < size / 4  # ...streaming holds a page buffer and a batch
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -416,6 +632,11 @@ def test_empty_split_after_filtering(tmp_path: Path) -> None:
     root = write_sat(tmp_path, rows=[r for r in SAT_ROWS if r[0] == 2])
     with pytest.raises(DataError, match="empty after filtering.*task.keep_multi_image=true"):
         build_task(sat(root))
+    assert len(build_task(sat(root, keep_multi_image=True)).split("test")) == 2  # eval keeps them by default
+    with pytest.raises(
+        DataError, match="SAT split 'test' .*empty after filtering.*task.eval_multi_image=true"
+    ):
+        build_task(sat(root, keep_multi_image=True, eval_multi_image=False))
 
 
 def test_banner_bad_rows(tmp_path: Path) -> None:
@@ -456,7 +677,7 @@ def test_download_fgvc_from_local_tarball(tmp_path: Path, fgvc_root: Path) -> No
     with tarfile.open(tar_path, "w:gz") as tar:
         tar.add(fgvc_root, arcname="fgvc-aircraft-2013b")
     dest = tmp_path / "data"
-    assert data_cli.main(["fgvc", "--dest", str(dest), "--url", tar_path.as_uri()]) == 0
+    assert data_cli.main(["fgvc", "--dest", str(dest), "--url", tar_path.as_uri(), "--no-md5"]) == 0
     assert sorted(p.name for p in dest.iterdir()) == ["fgvc-aircraft-2013b"]  # no temp folder left behind
     assert len(build_task(fgvc(dest / "fgvc-aircraft-2013b")).split("train")) == 12
     assert (
@@ -465,11 +686,20 @@ def test_download_fgvc_from_local_tarball(tmp_path: Path, fgvc_root: Path) -> No
     bad = tmp_path / "bad.tar.gz"
     with tarfile.open(bad, "w:gz") as tar:
         tar.add(fgvc_root / "data" / "variants.txt", arcname="fgvc-aircraft-2013b/data/variants.txt")
-    assert data_cli.main(["fgvc", "--dest", str(tmp_path / "d2"), "--url", bad.as_uri()]) == 1
+    assert data_cli.main(["fgvc", "--dest", str(tmp_path / "d2"), "--url", bad.as_uri(), "--no-md5"]) == 1
     assert list((tmp_path / "d2").iterdir()) == []
     assert (
         data_cli.main(
-            ["fgvc", "--dest", str(tmp_path / "d3"), "--url", tar_path.as_uri(), "--sha256", "0" * 64]
+            [
+                "fgvc",
+                "--dest",
+                str(tmp_path / "d3"),
+                "--url",
+                tar_path.as_uri(),
+                "--no-md5",
+                "--sha256",
+                "0" * 64,
+            ]
         )
         == 1
     )
@@ -482,7 +712,7 @@ def test_extract_tar_without_the_data_filter(tmp_path: Path, fgvc_root: Path, mo
     with tarfile.open(tar_path, "w:gz") as tar:
         tar.add(fgvc_root, arcname="fgvc-aircraft-2013b")
     dest = tmp_path / "data"
-    assert data_cli.main(["fgvc", "--dest", str(dest), "--url", tar_path.as_uri()]) == 0
+    assert data_cli.main(["fgvc", "--dest", str(dest), "--url", tar_path.as_uri(), "--no-md5"]) == 0
     assert len(build_task(fgvc(dest / "fgvc-aircraft-2013b")).split("train")) == 12
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
@@ -492,6 +722,25 @@ def test_extract_tar_without_the_data_filter(tmp_path: Path, fgvc_root: Path, mo
     assert not (tmp_path / "escaped.txt").exists()
 
 
+def test_download_checks_the_published_md5(tmp_path: Path, fgvc_root: Path, capsys) -> None:
+    assert (
+        data_cli.FGVC_MD5 == "d4acdd33327262359767eeaa97a4f732"
+    )  # published beside the archive on the VGG page
+    tar_path = tmp_path / "fgvc-aircraft-2013b.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(fgvc_root, arcname="fgvc-aircraft-2013b")
+    dest = tmp_path / "d1"
+    assert (
+        data_cli.main(["fgvc", "--dest", str(dest), "--url", tar_path.as_uri()]) == 1
+    )  # not the official bytes
+    err = capsys.readouterr().err
+    md5 = hashlib.md5(tar_path.read_bytes()).hexdigest()
+    assert f"md5 {md5} does not match the expected {data_cli.FGVC_MD5}" in err and "--no-md5" in err
+    assert list(dest.iterdir()) == []
+    assert data_cli.main(["fgvc", "--dest", str(dest), "--url", tar_path.as_uri(), "--md5", md5]) == 0
+    assert len(build_task(fgvc(dest / "fgvc-aircraft-2013b")).split("train")) == 12
+
+
 def test_download_sat_from_local_source(tmp_path: Path, sat_root: Path) -> None:
     dest = tmp_path / "data"
     assert (
@@ -499,7 +748,7 @@ def test_download_sat_from_local_source(tmp_path: Path, sat_root: Path) -> None:
         == 0
     )
     assert sorted(p.name for p in (dest / "SAT").iterdir()) == ["SAT_test.parquet", "SAT_train.parquet"]
-    assert len(build_task(sat(dest / "SAT")).split("test")) == 4
+    assert len(build_task(sat(dest / "SAT")).split("test")) == 6
     broken = write_sat(tmp_path / "broken", drop="answers")
     assert (
         data_cli.main(["sat", "--dest", str(tmp_path / "d2"), "--source", str(broken), "--splits", "val"])

@@ -1,13 +1,16 @@
 """The FGVC-Aircraft family: the real benchmark (`fgvc`) and its synthetic stand-in (`fgvc_synth`).
 
 - `fgvc`: FGVC-Aircraft 2013b (Maji et al., arXiv 1306.5151) from the official archive layout, or from a Hugging
-  Face copy (hub id, `save_to_disk` folder, or parquet/arrow files) with a configurable column mapping. The bottom
-  `crop_bottom` (20) pixels, the photographer's copyright banner, are cropped off as the official protocol asks.
+  Face copy (hub id, `save_to_disk` folder, or parquet/arrow files) with a configurable column mapping; the train
+  pool and the evaluated splits may come from different sources (Visual-RFT: its 4-shot HF copy, the official
+  test split). The bottom `crop_bottom` (20) pixels, the copyright banner, are cropped off as the official
+  protocol asks. The prompt names the annotation level (model, family or manufacturer).
 - `fgvc_synth`: 16 "glyph models" (4 silhouettes x 1-4 small dots) that differ in a small visual detail, with
   colour, size, position and background noise as nuisances; rendered offline, deterministic from the data seed.
 
 Most variant names leave their maker out (`707-320`, `A300B4`), so the official archive's family and manufacturer
-annotations are read too and a label also counts when written with its parents (`qualified_names`).
+annotations are read too (also for an HF copy, when the archive is at `task.root`): a label also counts when
+written with its parents (`qualified_names`), and an HF copy's variant labels map to families or manufacturers.
 Both use Visual-RFT's classification prompt (`rft.data.base.THINK_INSTRUCTION`).
 """
 
@@ -19,10 +22,12 @@ import glob
 import random
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from rft.config import TaskConfig
-from rft.data.base import DataError, Sample, Task
+from rft.data.base import NOTHINK_INSTRUCTION, THINK_INSTRUCTION, DataError, Sample, Task
 from rft.data.draw import GLYPH_CLASSES, render_glyph
 from rft.data.images import LazyImage, check_images
 from rft.rewards import normalize_answer
@@ -36,6 +41,9 @@ FGVC_FIX = (
 
 # HF split names that mean one of ours.
 _SPLIT_ALIASES = {"validation": "val", "valid": "val"}
+# What the prompt asks for and the format example's slot, per annotation level (variant: Visual-RFT's, verbatim).
+_LEVEL_WORDS = {"variant": ("model", "species name"), "family": ("family", "family name"),
+                "manufacturer": ("manufacturer", "manufacturer name")}  # fmt: skip
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
@@ -148,6 +156,38 @@ def fgvc_hierarchy(data: Path, splits: Iterable[str]) -> dict[str, tuple[str, st
     return hierarchy
 
 
+class Annotations(NamedTuple):
+    """The official archive's annotations, for labels that come from elsewhere (an HF copy)."""
+
+    data: Path  # the archive's data/ folder
+    hierarchy: dict[str, tuple[str, str]]  # variant -> (family, manufacturer)
+    classes: tuple[str, ...]  # the class list of the annotation level, in its file's order
+
+
+def official_annotations(root: str | Path | None, level: str) -> Annotations | None:
+    """The hierarchy (from the train, val and test annotation files) and the level's class list of the archive
+    at `root`; None when no archive is there. Raises DataError when the archive is there but incomplete."""
+    try:
+        data = fgvc_data_dir(root)
+    except DataError:
+        return None
+    classes = tuple(_read_lines(data / FGVC_CLASS_FILES[level], FGVC_FIX))
+    return Annotations(data, fgvc_hierarchy(data, ("train", "val", "test")), classes)
+
+
+def _at_level(label: str, level: str, ann: Annotations, where: str) -> str:
+    """An HF label at `level`: a variant maps through the hierarchy; a name of the level stays as it is."""
+    if level != "variant" and label in ann.hierarchy:
+        return ann.hierarchy[label][0 if level == "family" else 1]
+    if label in ann.classes:
+        return label
+    raise DataError(
+        f"{where}: label {label!r} is not an FGVC-Aircraft {level} name "
+        f"({ann.data / FGVC_CLASS_FILES[level]}){' nor a variant' if level != 'variant' else ''}; "
+        "check task.label_column, or that the copy is FGVC-Aircraft 2013b"
+    )
+
+
 def _join(prefix: str, name: str) -> set[str]:
     """`name` written after `prefix`: "Boeing" + "707-320" -> {"Boeing 707-320"}.
 
@@ -223,6 +263,18 @@ def qualified_names(
     }
 
 
+def hf_split_name(path: Path) -> str:
+    """The split a file of an HF copy holds, from its name or, for the Hub's auto-converted parquet layout
+    (`<config>/<split>/0000.parquet`, `<config>/partial-<split>/0000.parquet`), from its folder.
+
+    `train-00000-of-00001.parquet` -> train; `default/test/0000.parquet` -> test; `validation.arrow` -> val.
+    """
+    split = re.split(r"[-_]", path.name.split(".")[0])[0].lower()
+    if split.isdigit():
+        split = path.parent.name.lower().removeprefix("partial-")
+    return _SPLIT_ALIASES.get(split, split)
+
+
 def _arrow_cell(column, row: int) -> object:
     return column[row].as_py()
 
@@ -259,9 +311,7 @@ def _hf_tables(cfg: TaskConfig) -> dict[str, tuple[object, object]]:
         files = sorted(str(p) for p in path.rglob("*") if p.suffix in (".parquet", ".arrow"))
         by_split: dict[str, list[str]] = {}
         for f in files:
-            stem = Path(f).name.split(".")[0]
-            split = re.split(r"[-_]", stem)[0].lower()
-            by_split.setdefault(_SPLIT_ALIASES.get(split, split), []).append(f)
+            by_split.setdefault(hf_split_name(Path(f)), []).append(f)
         if not by_split:
             raise DataError(
                 f"task.hf_path={path} holds no .parquet or .arrow files; point it at the dataset folder"
@@ -296,10 +346,29 @@ def parse_label(value: object, names: list[str] | None, where: str) -> str:
     return (match.group(1) if match else text).strip()
 
 
-def load_fgvc_hf(cfg: TaskConfig, splits: dict[str, str]) -> tuple[dict[str, list[Sample]], tuple[str, ...]]:
-    """Read FGVC-Aircraft from a Hugging Face copy with the (image_column, label_column) mapping of `cfg`."""
+def load_fgvc_hf(
+    cfg: TaskConfig, splits: dict[str, str], annotations: Annotations | None = None
+) -> tuple[dict[str, list[Sample]], tuple[str, ...]]:
+    """Read FGVC-Aircraft from a Hugging Face copy with the (image_column, label_column) mapping of `cfg`.
+
+    With the official `annotations`, labels are mapped to `cfg.annotation_level` (a variant to its family or
+    manufacturer), must be names of that level's class list (which becomes the class list), and get their
+    written forms (`Sample.aliases`). Without them only variant labels can be read, and only the label counts.
+
+    Raises:
+        DataError: annotation_level is family or manufacturer and `annotations` is None, a split or column is
+            missing, or a label is not a class name.
+    """
     import datasets
 
+    level = cfg.annotation_level
+    if level != "variant" and annotations is None:
+        raise DataError(
+            f"task.annotation_level={level} with a Hugging Face copy (task.hf_path={cfg.hf_path!r}) needs the "
+            f"official annotation files to map each variant label to its {level}, and task.root={cfg.root!r} "
+            "holds no fgvc-aircraft-2013b archive: pass task.root=<fgvc-aircraft-2013b folder> (`make data-fgvc`), "
+            "or use task.annotation_level=variant"
+        )
     tables = _hf_tables(cfg)
     out: dict[str, list[Sample]] = {}
     classes: tuple[str, ...] = ()
@@ -327,9 +396,18 @@ def load_fgvc_hf(cfg: TaskConfig, splits: dict[str, str]) -> tuple[dict[str, lis
             label = parse_label(value, names, where)
             if not label:
                 raise DataError(f"{where}: empty label in column {cfg.label_column!r}")
+            if annotations is not None:
+                label = _at_level(label, level, annotations, where)
             image = LazyImage(functools.partial(_arrow_cell, image_col, i), where, cfg.crop_bottom)
             rows.append(Sample(uid=f"{split}-{i}", images=(image,), question="", answer=label, label=label))
         out[task_split] = rows
+    if annotations is not None:
+        classes = annotations.classes
+        names = qualified_names(annotations.hierarchy, level, classes=classes)
+        out = {
+            k: [dataclasses.replace(s, aliases=names.get(s.label, ())) for s in rows]
+            for k, rows in out.items()
+        }
     if not classes:
         classes = tuple(sorted({s.label for rows in out.values() for s in rows}))
     known = set(classes)
@@ -342,25 +420,54 @@ def load_fgvc_hf(cfg: TaskConfig, splits: dict[str, str]) -> tuple[dict[str, lis
     return out, classes
 
 
-def make_fgvc(cfg: TaskConfig, splits: tuple[str, ...]) -> Task:
-    wanted = {s: (cfg.train_split if s == "train" else s) for s in splits}
-    if cfg.source == "official":
-        out, classes = load_fgvc_official(
-            cfg.root, level=cfg.annotation_level, splits=wanted, crop_bottom=cfg.crop_bottom
+@dataclass
+class FGVCTask(Task):
+    """FGVC-Aircraft's task: Visual-RFT's prompt, asking for the model (variant), family or manufacturer."""
+
+    level: str = "variant"
+
+    def prompt(self, sample: Sample, think: bool) -> str:
+        if self.level == "variant":
+            return super().prompt(sample, think)  # Visual-RFT's, verbatim
+        instruction = (THINK_INSTRUCTION if think else NOTHINK_INSTRUCTION).format(slot=self.answer_slot)
+        return (
+            f"This is an image containing {self.object_noun}. Please identify the {_LEVEL_WORDS[self.level][0]} "
+            f"of the {self.object_noun.split()[-1]} based on the image.\n{instruction}"
         )
-    else:
-        out, classes = load_fgvc_hf(cfg, wanted)
+
+
+def make_fgvc(cfg: TaskConfig, splits: tuple[str, ...]) -> Task:
+    """FGVC-Aircraft's splits: the train pool (`task.train_split` of `task.train_source`, default `task.source`)
+    and the evaluated splits (of `task.source`), at `task.annotation_level`."""
+    train_source = cfg.train_source or cfg.source
+    wanted = {s: (cfg.train_split if s == "train" else s) for s in splits}
+    by_source: dict[str, dict[str, str]] = {"official": {}, "hf": {}}
+    for s, split in wanted.items():
+        by_source[train_source if s == "train" else cfg.source][s] = split
+    out: dict[str, list[Sample]] = {}
+    classes: tuple[str, ...] = ()
+    if by_source["official"]:
+        out, classes = load_fgvc_official(
+            cfg.root, level=cfg.annotation_level, splits=by_source["official"], crop_bottom=cfg.crop_bottom
+        )
+    if by_source["hf"]:
+        hf, hf_classes = load_fgvc_hf(
+            cfg, by_source["hf"], official_annotations(cfg.root, cfg.annotation_level)
+        )
+        out.update(hf)  # with the archive at hand, its labels were checked against the same class list
+        classes = classes or hf_classes
     for split, rows in out.items():
         if not rows:
             raise DataError(f"FGVC-Aircraft split {wanted[split]!r} is empty; check the annotation files")
         check_images(rows)
-    return Task(
+    return FGVCTask(
         name="fgvc",
         kind="classification",
         splits=out,
         object_noun="an aircraft",
-        answer_slot="species name",  # Visual-RFT's prompt, verbatim
+        answer_slot=_LEVEL_WORDS[cfg.annotation_level][1],  # variant: Visual-RFT's, verbatim
         classes=classes,
+        level=cfg.annotation_level,
     )
 
 

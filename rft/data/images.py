@@ -1,15 +1,19 @@
 """Images of the real datasets, decoded only when used (`LazyImage`), and the checks run before training.
 
 A 3,333-image FGVC test split at full resolution would not fit in memory decoded, so a `Sample` holds a
-`LazyImage` that opens, crops and converts on `.convert(mode)`. `check_images` reads every header when a task is
-built (the file exists and decodes as an image); `verify_images` fully decodes the budgeted train subset and the
-evaluated slice, so a truncated file fails before any compute.
+`LazyImage` that opens, crops and converts on `.convert(mode)`. Images inside a parquet file too large to hold
+(SAT's 172K-row train file) are `ParquetImages` cells, read by streaming the file and kept only once fetched.
+`check_images` reads every header when a task is built (the file exists and decodes as an image);
+`verify_images` fetches and fully decodes the budgeted train subset and the evaluated slice, so a truncated file
+fails before any compute.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +92,93 @@ class LazyImage:
         return np.asarray(self.convert("RGB"))
 
 
+class ParquetImages:
+    """The image cells of one list column of a parquet file, read on demand in bounded memory.
+
+    A cell is fetched by streaming the file in batches of `batch_size` rows (never one whole row group, which
+    can be gigabytes) and kept once fetched: `fetch(rows)` reads many in one pass, which is what `verify_images`
+    does for the budgeted subset and the evaluated slice. A miss reads on from where the last pass stopped, so
+    rows asked for in order cost one pass in all.
+
+    Args:
+        path: The parquet file.
+        column: A list column whose items are image bytes or `{"bytes": ...}` structs (SAT's `image_bytes`).
+        batch_size: Rows per streamed batch.
+    """
+
+    def __init__(self, path: str | Path, column: str, batch_size: int = 64):
+        self.path, self.column, self.batch_size = Path(path), column, batch_size
+        self._cells: dict[int, list] = {}
+        self._batches = None  # the open stream of (first row, cells) batches...
+        self._last = None  # ...and the batch it yielded last
+
+    def __repr__(self) -> str:
+        return f"ParquetImages({str(self.path)!r}, {self.column!r}, {self.rows_held} rows held)"
+
+    @property
+    def rows_held(self) -> int:
+        """How many rows' cells are in memory."""
+        return len(self._cells)
+
+    def stream(self):
+        """(first row, pyarrow list array of `column`) per batch, from the file's start."""
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)  # stream pages, no whole chunk
+        start = 0
+        for batch in pf.iter_batches(batch_size=self.batch_size, columns=[self.column]):
+            yield start, batch.column(0)
+            start += batch.num_rows
+
+    def fetch(self, rows: Iterable[int]) -> None:
+        """Read the cells of `rows` (file row indices) into memory in one pass."""
+        wanted = sorted(set(rows) - self._cells.keys())
+        if not wanted:
+            return
+        if self._batches is None or self._last is None or wanted[0] < self._last[0]:
+            self._batches, self._last = self.stream(), None  # behind the stream: start again
+        batches = itertools.chain([self._last] if self._last else [], self._batches)
+        i, end = 0, 0
+        for start, cells in batches:
+            self._last, end = (start, cells), start + len(cells)
+            while i < len(wanted) and wanted[i] < end:
+                self._cells[wanted[i]] = cells[wanted[i] - start].as_py()
+                i += 1
+            if i == len(wanted):
+                return
+        self._batches = self._last = None
+        raise DataError(f"{self.path} has no row {wanted[i]} (it has {end}); re-download it")
+
+    def cell(self, row: int, index: int) -> object:
+        """Image `index` of row `row`: raw bytes or an HF Image struct."""
+        if row not in self._cells:
+            self.fetch([row])
+        return self._cells[row][index]
+
+
+@dataclass(frozen=True)
+class ParquetCell:
+    """A zero-argument source for `LazyImage`: image `index` of row `row` of a `ParquetImages`."""
+
+    store: ParquetImages
+    row: int
+    index: int
+
+    def __call__(self) -> object:
+        return self.store.cell(self.row, self.index)
+
+
+def prefetch(samples: list[Sample]) -> None:
+    """Fetch every `ParquetCell` image of `samples`, one streaming pass per file."""
+    by_store: dict[int, tuple[ParquetImages, set[int]]] = {}
+    for s in samples:
+        for img in s.images:
+            if isinstance(img, LazyImage) and isinstance(img.source, ParquetCell):
+                by_store.setdefault(id(img.source.store), (img.source.store, set()))[1].add(img.source.row)
+    for store, rows in by_store.values():
+        store.fetch(rows)
+
+
 def check_images(samples: list[Sample]) -> None:
     """Header-check every image of `samples` (existence, format, size); raises DataError on the first bad one."""
     for s in samples:
@@ -99,6 +190,7 @@ def check_images(samples: list[Sample]) -> None:
 def verify_images(samples: list[Sample]) -> None:
     """Fully decode every image of `samples` (catches truncated files); run it on the budgeted train subset and
     the evaluated slice before training. Raises DataError naming the first bad image."""
+    prefetch(samples)
     for s in samples:
         for img in s.images:
             if isinstance(img, LazyImage):

@@ -1,14 +1,14 @@
 """The SAT family: the real spatial benchmark (`sat`) and its synthetic stand-in (`sat_synth`).
 
-- `sat`: SAT (Ray et al., arXiv 2412.07755) from the `array/SAT` parquet files. Single-image questions only by
-  default (VisualThinker-R1-Zero's choice); options shuffled per question, seeded by the run seed and the uid.
+- `sat`: SAT (Ray et al., arXiv 2412.07755) from the `array/SAT` parquet files, streamed in bounded memory with
+  the images read only when used. The train pool keeps single-image questions by default (VisualThinker-R1-Zero's
+  choice); evaluation keeps the 2-image ones too. Options shuffled per question, seeded by the run seed and the uid.
 - `sat_synth`: two rendered objects and a left/right or above/below question, asked as multiple choice with the
   options shuffled; deterministic from the data seed.
 """
 
 from __future__ import annotations
 
-import functools
 import random
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from PIL import ImageDraw
 from rft.config import TaskConfig
 from rft.data.base import DataError, Sample, Task, shuffled_options
 from rft.data.draw import COLOURS, OBJECT_SHAPES, draw_shape, noisy_background
-from rft.data.images import LazyImage, check_images
+from rft.data.images import LazyImage, ParquetCell, ParquetImages
 
 SAT_DIR = "SAT"
 SAT_FILES = {"train": "SAT_train.parquet", "val": "SAT_val.parquet", "test": "SAT_test.parquet",
@@ -45,13 +45,16 @@ def sat_file(root: str | Path | None, split: str) -> Path:
     return path
 
 
-def read_parquet_rows(path: Path, columns: tuple[str, ...], first_n: int = 0):
-    """The first `first_n` rows (0 = all) of `columns` as a pyarrow Table; DataError if a column is missing."""
-    import pyarrow as pa
+# Rows per streamed batch: SAT rows hold 1-2 encoded images (~100 KB each), so a batch stays a few MB.
+SAT_BATCH_ROWS = 64
+
+
+def open_parquet(path: Path, columns: tuple[str, ...]):
+    """A `pyarrow.parquet.ParquetFile` set up to stream pages; DataError if it is unreadable or lacks a column."""
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except Exception as err:
         raise DataError(f"{path} is not a readable parquet file ({err}); re-download it") from None
     missing = [c for c in columns if c not in pf.schema_arrow.names]
@@ -60,82 +63,86 @@ def read_parquet_rows(path: Path, columns: tuple[str, ...], first_n: int = 0):
             f"{path} lacks required column(s) {missing}; it has {pf.schema_arrow.names}. SAT needs {list(columns)}: "
             "use the array/SAT parquet files"
         )
-    if not first_n:
-        return pf.read(columns=list(columns))
-    batches, n = [], 0
-    for batch in pf.iter_batches(batch_size=min(first_n, 1024), columns=list(columns)):
-        batches.append(batch.slice(0, first_n - n))
-        n += batches[-1].num_rows
-        if n >= first_n:
-            break
-    schema = pa.schema([pf.schema_arrow.field(c) for c in columns])
-    return pa.Table.from_batches(batches, schema=schema)
-
-
-def _list_cell(column, row: int, j: int) -> object:
-    return column[row].values[j].as_py()
+    return pf
 
 
 def load_sat_split(
-    path: Path, split: str, *, seed: int, first_n: int, keep_multi_image: bool, shuffle: bool
+    path: Path, split: str, *, seed: int, first_n: int, multi_image: bool, shuffle: bool
 ) -> list[Sample]:
-    """One SAT parquet file as Samples (uid `<split>-<row>`); multi-image rows dropped unless keep_multi_image."""
+    """One SAT parquet file as Samples (uid `<split>-<row>`), read in bounded memory.
+
+    The file is streamed in batches of `SAT_BATCH_ROWS` rows (one row group of the 172K-row train file is too
+    large to read whole). Each kept row's text is kept and its images header-checked, then dropped: a sample's
+    images are `ParquetImages` cells, fetched again only when used (`rft.data.images.verify_images`).
+
+    Args:
+        first_n: Read only the first N rows (0 = all), before filtering (VisualThinker-R1-Zero).
+        multi_image: Keep the rows with 2 images (motion questions); false keeps single-image rows only.
+        shuffle: Shuffle the options per question, seeded by (seed, uid).
+    """
     import pyarrow.compute as pc
 
-    table = read_parquet_rows(path, SAT_COLUMNS, first_n)
-    images = table.column("image_bytes")  # kept chunked: one combined binary array could overflow 2 GiB
-    n_images = pc.list_value_length(images).to_pylist()
-    questions = table.column("question").to_pylist()
-    answers = table.column("answers").to_pylist()
-    correct = table.column("correct_answer").to_pylist()
-    qtypes = table.column("question_type").to_pylist()
-    rows = []
-    for i in range(table.num_rows):
-        k = n_images[i] or 0
-        if k == 0:
-            raise DataError(f"{path} row {i}: image_bytes is empty; every SAT question needs 1-2 images")
-        if k > 1 and not keep_multi_image:
-            continue
-        opts = [str(a) for a in answers[i] or []]
-        if str(correct[i]) not in opts:
-            raise DataError(f"{path} row {i}: correct_answer {correct[i]!r} is not among answers {opts}")
-        uid = f"{split}-{i}"
-        rows.append(
-            Sample(
-                uid=uid,
-                images=tuple(
-                    LazyImage(functools.partial(_list_cell, images, i, j), f"{path} row {i} image {j}")
-                    for j in range(k)
-                ),
-                question=str(questions[i]),
-                answer=str(correct[i]),
-                options=shuffled_options(opts, seed, uid) if shuffle else tuple(opts),
-                qtype=str(qtypes[i] or ""),
-            )
+    pf = open_parquet(path, SAT_COLUMNS)
+    store = ParquetImages(path, "image_bytes", SAT_BATCH_ROWS)
+    rows: list[Sample] = []
+    start = 0
+    for batch in pf.iter_batches(batch_size=SAT_BATCH_ROWS, columns=list(SAT_COLUMNS)):
+        if first_n:
+            batch = batch.slice(0, first_n - start)
+        cells = batch.column("image_bytes")
+        n_images = pc.list_value_length(cells).to_pylist()
+        questions, answers, correct, qtypes = (
+            batch.column(c).to_pylist() for c in ("question", "answers", "correct_answer", "question_type")
         )
+        for r in range(batch.num_rows):
+            i, k = start + r, n_images[r] or 0
+            if k == 0:
+                raise DataError(f"{path} row {i}: image_bytes is empty; every SAT question needs 1-2 images")
+            if k > 1 and not multi_image:
+                continue
+            opts = [str(a) for a in answers[r] or []]
+            if str(correct[r]) not in opts:
+                raise DataError(f"{path} row {i}: correct_answer {correct[r]!r} is not among answers {opts}")
+            names = [f"{path} row {i} image {j}" for j in range(k)]
+            for j, name in enumerate(names):  # the header check, while the bytes are at hand
+                LazyImage(cells[r].values[j].as_py(), name).check()
+            uid = f"{split}-{i}"
+            rows.append(
+                Sample(
+                    uid=uid,
+                    images=tuple(LazyImage(ParquetCell(store, i, j), name) for j, name in enumerate(names)),
+                    question=str(questions[r]),
+                    answer=str(correct[r]),
+                    options=shuffled_options(opts, seed, uid) if shuffle else tuple(opts),
+                    qtype=str(qtypes[r] or ""),
+                )
+            )
+        start += batch.num_rows
+        if first_n and start >= first_n:
+            break
     return rows
 
 
 def make_sat(cfg: TaskConfig, seed: int, splits: tuple[str, ...]) -> Task:
+    """SAT's splits: the train pool (`task.train_split`, its first `task.first_n` rows, single-image unless
+    `task.keep_multi_image`) and the evaluated splits (2-image questions kept unless `task.eval_multi_image=false`)."""
     out = {}
     for split in splits:
-        source = cfg.train_split if split == "train" else split
+        train = split == "train"
+        source = cfg.train_split if train else split
         path = sat_file(cfg.root, source)
+        multi = cfg.keep_multi_image if train else cfg.eval_multi_image
         rows = load_sat_split(
-            path, source, seed=seed, first_n=cfg.first_n if split == "train" else 0,
-            keep_multi_image=cfg.keep_multi_image, shuffle=cfg.shuffle_options,
+            path, source, seed=seed, first_n=cfg.first_n if train else 0, multi_image=multi,
+            shuffle=cfg.shuffle_options,
         )  # fmt: skip
         if not rows:
+            key = "task.keep_multi_image" if train else "task.eval_multi_image"
             raise DataError(
                 f"SAT split {source!r} ({path}) is empty after filtering"
-                + (
-                    ""
-                    if cfg.keep_multi_image
-                    else " to single-image questions; set task.keep_multi_image=true"
-                )
-                + (f" or raise task.first_n={cfg.first_n}" if cfg.first_n and split == "train" else "")
+                + ("" if multi else f" to single-image questions; set {key}=true")
+                + (f" or raise task.first_n={cfg.first_n}" if cfg.first_n and train else "")
             )
-        check_images(rows)
         out[split] = rows
     return Task(name="sat", kind="multiple_choice", splits=out)
 
