@@ -3,23 +3,12 @@
     python experiments/bench_gpu.py                # one H100/H200: full 2B stand-in, bf16, sdpa, G=8 x 256 tokens
     python experiments/bench_gpu.py --dry-run      # a tiny stand-in on CPU: checks the set-up end to end
 
-Both sides load the same folder: `experiments.standin.cached_standin`, the real Qwen2-VL-2B architecture,
-tokenizer and processor with random bf16 weights (28 layers, vision depth 32, hidden 1536, vocab 151,936).
-One prompt with one FGVC-like synthetic image resized to 896 x 448 = 401,408 pixels (512 merged image tokens),
-G = 8 completions of exactly 256 tokens (min = max), beta = 0, mu = 1, lr 1e-6, clip 1.0, temperature 1.0.
-
-Ours is `rft.grpo.train` itself with a typed `RunConfig` and a recorder as its tracker: every step's metrics are
-kept, and the steps after `--warmup` are timed by the loop's own `perf/step_s` (prompt drawn to optimizer step)
-and `timing/rollout_s`. TRL runs GRPOTrainer with the same sizes (bf16, loss_type="grpo"), timed from
-`on_step_begin` to `on_step_end`. Reported per side: step time (median), rollout tokens/s, peak GPU memory; for
-ours also the fraction of the decode memory-bandwidth ceiling:
-
-    bytes/step = 2 * (text-decoder params + LM head params)               (bf16 weights, each read once)
-               + 2 * 2 * layers * N * kv_heads * head_dim * (P + T/2)     (K and V read, mean context length)
-    ceiling    = T * bytes/step / HBM bandwidth (3.35 TB/s H100 SXM, 4.8 TB/s H200)
-    fraction   = ceiling / measured rollout seconds                        (1.0 = bandwidth-bound decode)
-
-Needs `trl==1.16.0` and `datasets` besides the suite's pins (`make gpu-wheels` carries them to an offline GPU).
+Both sides load the same folder (`experiments.standin.cached_standin`: the real 2B architecture, tokenizer and
+processor, random bf16 weights), one prompt with a 896 x 448 = 401,408-pixel image, G = 8 completions of exactly
+256 tokens, beta 0, mu 1, lr 1e-6. Ours is `grpo.train` itself, timed by its own `perf/step_s` and
+`timing/rollout_s` after `--warmup` steps; TRL from `on_step_begin` to `on_step_end`. Reported per side: median
+step time, rollout tokens/s, peak GPU memory, and for ours the fraction of the decode bandwidth ceiling (formula in
+docs/performance.md). Needs `trl==1.16.0` and `datasets` (`make gpu-wheels` carries them to an offline GPU).
 """
 
 from __future__ import annotations
