@@ -5,11 +5,15 @@
     python experiments/run.py -m budget.size=1,2,4              # one result row per job
     python experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny_fgvc   # a named sweep
 
-Everything below `main` lives in the `rft` library, which never imports Hydra.
+Everything below `main` lives in the `rft` library, which never imports Hydra. A failure the user can fix (config,
+data, model, checkpoint, results table, missing package, W&B login, Ctrl-C) prints one line, `error: <what>; <fix>`,
+and exits non-zero; `HYDRA_FULL_ERROR=1` re-raises it for the full trace. In a multirun a failed job gets a
+`failed` row and the sweep goes on (docs/bad_inputs.md).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -26,63 +30,194 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from experiments.schemas import to_run_config  # noqa: E402  (importing it registers the schemas)
-from rft import distributed  # noqa: E402
-from rft.checkpoint import Interrupted  # noqa: E402
-from rft.config import ConfigError  # noqa: E402
+from rft import distributed, tracking  # noqa: E402
+from rft.checkpoint import CheckpointError, Interrupted  # noqa: E402
+from rft.config import ConfigError, RunConfig  # noqa: E402
+from rft.data.base import DataError  # noqa: E402
 from rft.files import atomic_write_json, atomic_write_text  # noqa: E402
+from rft.models import ModelLoadError  # noqa: E402
 from rft.pipeline import run  # noqa: E402
 from rft.redaction import REDACTED, redact  # noqa: E402
-from rft.results import ResultRow, append_result_row, axes  # noqa: E402
+from rft.results import (  # noqa: E402
+    ResultRow,
+    ResultsTableError,
+    append_missing_row,
+    append_result_row,
+    axes,
+    check_results_table,
+    mark_row_missing,
+)
 
 log = logging.getLogger("rft")
+
+
+# Errors whose message already says what went wrong and how to fix it: printed as one line, never a trace.
+USER_ERRORS = (ConfigError, DataError, ModelLoadError, CheckpointError, ResultsTableError, FloatingPointError)
+# Optional packages a config can ask for, and how to get (or avoid) each.
+OPTIONAL_PACKAGES = {
+    "wandb": "pip install wandb, or pass logger=none",
+    "peft": "pip install peft, or pass model.lora.enabled=false",
+    "deepspeed": "pip install deepspeed (make install-gpu), or pass dist=none",
+    "flash_attn": "pip install flash-attn on a CUDA machine, or pass model.attn_implementation=sdpa",
+    "datasets": "pip install datasets, or point task.root at the official files",
+    "pyarrow": "pip install pyarrow",
+}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> float:
     redact_hydra_outputs()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    cfg: RunConfig | None = None
     try:
         cfg = to_run_config(dcfg)  # __post_init__ checks run here, before any data or model loads
-    except ConfigError as err:
-        raise SystemExit(f"config error: {err}") from None
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    resolved = OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(dcfg, resolve=True))))
-    try:
-        row = run(cfg, run_dir, config_yaml=resolved)
-    except ConfigError as err:
-        raise SystemExit(f"config error: {err}") from None
-    except Interrupted as err:  # SIGTERM/SIGINT: the checkpoint is saved and the row says interrupted
-        print(f"interrupted: {err}", file=sys.stderr)
-        raise SystemExit(err.exit_code) from None
-    except Exception as err:
-        # Hydra's basic launcher aborts a multirun on the first exception, losing every later job; in a sweep
-        # the failure is recorded as a row instead and the sweep goes on. A single run still raises.
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise
-        record_failure(cfg, run_dir, err)
-        log.exception("job %s failed; recorded with status=failed, the sweep goes on", run_dir.name)
-        return float("nan")
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        row = run_checked(cfg, dcfg, run_dir)
+    except BaseException as err:  # noqa: BLE001  (KeyboardInterrupt too: it must not print a trace)
+        return fail(err, cfg, dcfg, run_dir, multirun)
+    if not multirun:
         distributed.shutdown()  # a multirun's next job in this process still needs the group
     if int(os.environ.get("RANK", "0")) == 0:
         print(results_table(row))
     return row.metrics.get("eval/accuracy", 0.0)
 
 
-def record_failure(cfg, run_dir: Path, err: Exception) -> None:
-    """Make sure a failed job has its row: rft.pipeline writes one once training started; before that (data,
-    budget, model location), write results.json and the CSV row here with the axes and the error."""
+def run_checked(cfg: RunConfig, dcfg: DictConfig, run_dir: Path) -> ResultRow:
+    """`rft.pipeline.run` after the entrypoint's own checks: the results table, optional packages, W&B login.
+
+    With `resume` set, a finished run whose row never reached the table (results.json `row_written: false`)
+    gets its row now instead of being skipped for good.
+    """
+    preflight(cfg)
+    if cfg.resume != "none" and int(os.environ.get("RANK", "0")) == 0:
+        pending = append_missing_row(run_dir, Path(cfg.results_csv))
+        if pending is not None:
+            log.info("added the missing result row of %s to %s", run_dir, cfg.results_csv)
+            if pending.status == "finished":
+                return pending
+    resolved = OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(dcfg, resolve=True))))
+    return run(cfg, run_dir, config_yaml=resolved)
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Checks that would otherwise fail only after the model loaded (or at the very end, for the table).
+
+    Raises:
+        ResultsTableError: results_csv is a folder or not UTF-8 CSV.
+        ModuleNotFoundError: an optional package the config needs is absent (`fail` words it).
+        ConfigError: W&B must run online but has no credentials, or WANDB_MODE is unknown.
+    """
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_results_table(Path(cfg.results_csv))
+    if cfg.model.lora.enabled:
+        importlib.import_module("peft")
+    if cfg.dist.backend == "deepspeed":
+        importlib.import_module("deepspeed")
+    if cfg.logger.backend != "wandb":
+        return
+    try:
+        mode = tracking.resolve_wandb_mode(cfg.logger.mode)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if mode == "disabled":
+        return
+    importlib.import_module("wandb")
+    if mode == "online" and not tracking.wandb_credentials_configured():
+        raise ConfigError(
+            "W&B is set to log online (logger.mode=online or WANDB_MODE=online) but no API key is configured "
+            "(WANDB_API_KEY is unset and ~/.netrc has no entry for the W&B host); run `wandb login` or set "
+            "WANDB_API_KEY, or pass logger.mode=auto (offline without a key) or logger=none"
+        )
+
+
+def describe(err: BaseException, run_dir: Path) -> str | None:
+    """The one-line message for an error the user can fix, or None for a bug (which keeps its trace)."""
+    if isinstance(err, ResultsTableError) and (run_dir / "results.json").is_file():
+        before = err.__context__ if isinstance(err.__context__, Exception) else None
+        ran = f" (the run itself failed first: {type(before).__name__}: {before})" if before else ""
+        return (
+            f"{err}{ran}. The row is kept in {run_dir}/results.json (row_written: false); once the table is "
+            f"fixed, rerun with hydra.run.dir={run_dir} resume=auto to add it"
+        )
+    if isinstance(err, USER_ERRORS):
+        return str(err)
+    if isinstance(err, ModuleNotFoundError) and err.name:
+        package = err.name.split(".")[0]
+        if package in OPTIONAL_PACKAGES:
+            return f"the optional package {package!r} is not installed; {OPTIONAL_PACKAGES[package]}"
+    if type(err).__module__.startswith("wandb"):
+        return f"W&B failed: {err}; pass logger.mode=offline (upload later with wandb sync) or logger=none"
+    return None
+
+
+def fail(err: BaseException, cfg: RunConfig | None, dcfg: DictConfig, run_dir: Path, multirun: bool) -> float:
+    """Report `err` the way its kind asks for; return NaN to let a multirun go on, else exit or re-raise.
+
+    Signals stop everything (exit 128 + signal). A user error prints `error: <message>` and exits 1; in a
+    multirun it is recorded as a `failed` row and the sweep goes on, like a bug (whose trace goes to the log).
+    `HYDRA_FULL_ERROR=1` re-raises the error in a single run, so Hydra prints the full trace.
+    """
+    if isinstance(err, SystemExit):
+        raise err
+    if isinstance(err, Interrupted):  # SIGTERM/SIGINT: the checkpoint is saved and the row says interrupted
+        print(f"interrupted: {err}", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
+    if isinstance(err, KeyboardInterrupt):  # Ctrl-C outside the training loop: nothing to save
+        print(
+            "interrupted: stopped by SIGINT (Ctrl-C) outside the training loop; no checkpoint was written by this "
+            "stop. Rerun the same command (with resume=auto to keep what a previous run saved)",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+    if not isinstance(err, Exception):
+        raise err
+    message = describe(err, run_dir)
+    if isinstance(err, ResultsTableError):
+        mark_row_missing(run_dir)
+    if multirun:
+        record_failure(cfg, dcfg, run_dir, err)
+        if message is None:
+            log.exception("job %s failed; recorded with status=failed, the sweep goes on", run_dir.name)
+        else:
+            log.error("error: %s", message)
+            log.error("job %s failed; recorded with status=failed, the sweep goes on", run_dir.name)
+        return float("nan")
+    if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+
+def record_failure(cfg: RunConfig | None, dcfg: DictConfig, run_dir: Path, err: Exception) -> None:
+    """Make sure a failed job of a multirun has its row.
+
+    rft.pipeline writes one once the model is loaded; before that (config, data, budget, model location,
+    checkpoint), results.json and the CSV row are written here with the axes, the error and `stage=setup`:
+    the row says the job never trained. The config's axes come from the composed config when the typed one
+    could not be built. A table that cannot take the row is logged, not raised, so the sweep goes on.
+    """
     if (run_dir / "results.json").is_file() or int(os.environ.get("RANK", "0")) > 0:
         return
+    try:
+        job_axes = axes(cfg if cfg is not None else dcfg)
+    except Exception:  # noqa: BLE001  (a config too broken to name its axes still gets a row)
+        job_axes = {}
     row = ResultRow(
         run_id=run_dir.name,
         status="failed",
-        **axes(cfg),
+        **job_axes,
         error=f"{type(err).__name__}: {err}",
+        stage="setup",
         run_dir=str(run_dir),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "results.json", row.to_record())
-    append_result_row(Path(cfg.results_csv), row)
+    atomic_write_json(run_dir / "results.json", {**row.to_record(), "row_written": False})
+    try:
+        append_result_row(Path(cfg.results_csv if cfg is not None else dcfg.results_csv), row)
+    except (ResultsTableError, OSError, ValueError) as table_err:
+        log.error("error: the failed row of %s could not be added: %s", run_dir.name, table_err)
+        return
+    atomic_write_json(run_dir / "results.json", {**row.to_record(), "row_written": True})
 
 
 def results_table(row: ResultRow) -> str:
@@ -139,17 +274,21 @@ def _redact_tree(node: object) -> object:
 def redact_hydra_outputs() -> None:
     """Mask secrets that command-line overrides put into Hydra's own files and into sys.argv.
 
-    Hydra writes .hydra/{config,hydra,overrides}.yaml before `main` runs, verbatim; W&B records sys.argv in its
+    Hydra writes .hydra/{config,hydra,overrides}.yaml (and a multirun's multirun.yaml) before `main` runs, verbatim; W&B records sys.argv in its
     run metadata. Both are rewritten here with the same rules as rft.redaction.redact (secret-looking key names, values
     equal to WANDB_API_KEY / HF_TOKEN / ...); the value of a secret-named override is also masked wherever Hydra
     copied it (hydra.job.override_dirname). Hydra has parsed the arguments already, so masking them is safe.
     """
-    planted = [a.split("=", 1)[1] for a in sys.argv[1:] if "=" in a and _secret_key(a.split("=", 1)[0])]
-    sys.argv[1:] = [str(redact_override(a)) for a in sys.argv[1:]]
     hydra_cfg = HydraConfig.get()
-    if not hydra_cfg.output_subdir:
-        return
-    for path in (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml"):
+    overrides = [*sys.argv[1:], *hydra_cfg.overrides.task]  # a multirun's later jobs see argv masked already
+    planted = [a.split("=", 1)[1] for a in overrides if "=" in a and _secret_key(a.split("=", 1)[0])]
+    sys.argv[1:] = [str(redact_override(a)) for a in sys.argv[1:]]
+    paths = []
+    if hydra_cfg.output_subdir:
+        paths += (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml")
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweep's own record of every override
+        paths += [p for p in [Path(hydra_cfg.sweep.dir) / "multirun.yaml"] if p.is_file()]
+    for path in paths:
         tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         text = OmegaConf.to_yaml(OmegaConf.create(tree))
         clean = OmegaConf.to_yaml(OmegaConf.create(_redact_tree(tree)))

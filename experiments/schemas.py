@@ -6,6 +6,7 @@ the config tests.
 """
 
 import dataclasses
+import math
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -58,9 +59,22 @@ def reject_unknown_keys(node: DictConfig, path: str = "") -> None:
             reject_unknown_keys(child, f"{path}{key}.")
 
 
+def reject_non_finite(node: object, path: str = "") -> None:
+    """Fail on a NaN or infinite number anywhere (`method.lr=inf`, `method.max_grad_norm=nan`): no key means it."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            reject_non_finite(child, f"{path}{key}.")
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            reject_non_finite(child, f"{path}{i}.")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{path[:-1]}={node} is not a finite number; pass a finite value")
+
+
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """The typed RunConfig of a composed config; every __post_init__ rule runs here."""
     reject_unknown_keys(cfg)
+    reject_non_finite(OmegaConf.to_container(cfg, resolve=True))
     return OmegaConf.to_object(cfg)
 
 

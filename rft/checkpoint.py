@@ -2,9 +2,11 @@
 
 One checkpoint is one folder, `run_dir/checkpoints/step_NNNNNN/`: the policy (`save_pretrained`; only the
 adapter with LoRA), `engine/` (optimizer and LR schedule), `trainer_state.pt` (step, data position), `rng/`
-(every RNG, per rank) and `meta.json` (step, time, config hash), written last as the completion marker. Writes
-are atomic (a `.tmp-<pid>` folder renamed once complete), so a kill leaves the old checkpoints or the new one,
-never half a folder. A checkpoint holds everything the next step reads, so a resumed run is bit-identical to an
+(every RNG, per rank) and `meta.json` (step, time, config hash, the size of every file), written last as the
+completion marker. Writes are atomic (a `.tmp-<pid>` folder renamed once complete), so a kill leaves the old
+checkpoints or the new one, never half a folder; the next save removes the `.tmp-<pid>` folders of dead processes.
+A checkpoint damaged later (a file deleted or truncated, meta.json emptied) fails `damage` and is skipped, so
+`resume=auto` falls back to the newest intact one. A checkpoint holds everything the next step reads, so a resumed run is bit-identical to an
 uninterrupted one on CPU (tests/test_resume.py). `StopRequest.deferred()` turns the first SIGTERM/SIGINT during
 training into a checkpoint at the end of the step and `Interrupted`; a second signal stops at once.
 """
@@ -63,25 +65,106 @@ def config_hash(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Checkpoints written before meta.json listed its files: these must be there and non-empty.
+LEGACY_REQUIRED = ("trainer_state.pt",)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
 def is_complete(path: Path) -> bool:
+    """A `step_NNNNNN` folder with its completion marker (it may still be damaged: see `damage`)."""
     return bool(STEP_DIR.match(path.name)) and (path / MARKER).is_file()
 
 
+def damage(path: Path) -> str | None:
+    """Why the complete-looking checkpoint `path` cannot be restored, or None when it is intact.
+
+    Checks that meta.json is a JSON object with a step, and that every file it lists has its recorded size
+    (checkpoints from before the list: that trainer_state.pt, a weights file and the RNG states are there and
+    non-empty). It reads no tensors, so a file of the right size with corrupt bytes passes; `restore` then
+    fails with a `CheckpointError`.
+    """
+    try:
+        meta = read_meta(path)
+    except FileNotFoundError:
+        return f"it has no {MARKER} (unfinished)"
+    except (OSError, ValueError) as err:
+        return f"its {MARKER} is unreadable or not JSON ({err})"
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        return f"its {MARKER} has no step"
+    files = meta.get("files")
+    if isinstance(files, dict):
+        expected = files.items()
+    else:
+        present = [name for name in WEIGHT_FILES if (path / name).is_file()]
+        if not present:
+            return f"it has no weights ({' or '.join(WEIGHT_FILES)})"
+        rng = sorted(str(p.relative_to(path)) for p in (path / "rng").glob("rank_*.pt"))
+        if not rng:
+            return "it has no rng/rank_*.pt"
+        expected = [(name, None) for name in (*LEGACY_REQUIRED, *present, *rng)]
+    for name, size in expected:
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        actual = file.stat().st_size
+        if (size is None and actual == 0) or (size is not None and actual != size):
+            return f"{name} is truncated ({actual} bytes, {'non-empty' if size is None else size} expected)"
+    return None
+
+
 def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoint folders under `root`, oldest step first (unfinished `.tmp-*` folders are ignored)."""
+    """Intact checkpoint folders under `root`, oldest step first.
+
+    Unfinished `.tmp-*` folders, folders without meta.json and damaged ones (`damage`) are left out.
+    """
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and is_complete(p)]
+    found = [p for p in root.iterdir() if p.is_dir() and is_complete(p) and damage(p) is None]
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
+def damaged_checkpoints(root: Path) -> dict[Path, str]:
+    """The folders under `root` that have meta.json but fail `damage`, each with the reason."""
+    if not root.is_dir():
+        return {}
+    found = {p: damage(p) for p in root.iterdir() if p.is_dir() and is_complete(p)}
+    return {p: why for p, why in sorted(found.items()) if why is not None}
+
+
 def latest(root: Path) -> Path | None:
+    """The newest intact checkpoint under `root`, or None."""
     found = complete_checkpoints(root)
     return found[-1] if found else None
 
 
 def read_meta(path: Path) -> dict:
     return json.loads((path / MARKER).read_text())
+
+
+def remove_unfinished(root: Path, keep_pid: int | None = None) -> list[Path]:
+    """Delete the `step_N.tmp-<pid>` folders that processes killed mid-checkpoint left under `root`.
+
+    A folder whose pid is `keep_pid` or belongs to a live process on this machine is kept. Returns the removed ones.
+    """
+    removed = []
+    for tmp in root.glob("step_*.tmp-*") if root.is_dir() else []:
+        pid = tmp.name.rsplit(".tmp-", 1)[1]
+        if not pid.isdigit() or int(pid) == keep_pid or _alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+        log.info("removed %s, left by a process killed while writing a checkpoint", tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
 
 
 def resolve_resume(resume: str, run_dir: Path) -> Path | None:
@@ -97,12 +180,34 @@ def resolve_resume(resume: str, run_dir: Path) -> Path | None:
     if resume == "none":
         return None
     if resume == "auto":
-        found = latest(run_dir / "checkpoints")
+        root = run_dir / "checkpoints"
+        found, broken = latest(root), damaged_checkpoints(root)
+        newer = {p: why for p, why in broken.items() if found is None or _step(p) > _step(found)}
+        for p, why in newer.items():
+            log.warning("resume=auto: skipping the damaged checkpoint %s (%s)", p, why)
+        if found is None and broken:
+            raise ConfigError(
+                f"resume=auto: every checkpoint in {root} is damaged ("
+                + "; ".join(f"{p.name}: {why}" for p, why in broken.items())
+                + "). Pass resume=none with a new run directory to start over"
+            )
         if found is None:
-            log.info("resume=auto: no complete checkpoint in %s/checkpoints; starting from step 0", run_dir)
+            log.info("resume=auto: no complete checkpoint in %s; starting from step 0", root)
+        elif newer:
+            log.warning("resume=auto: continuing from %s, the newest intact checkpoint", found)
         return found
     path = Path(resume).expanduser()
     if is_complete(path):
+        if (why := damage(path)) is not None:
+            older = latest(path.parent)
+            raise ConfigError(
+                f"resume={resume!r} is damaged: {why}. "
+                + (
+                    f"Pass resume={older} (the newest intact checkpoint beside it)"
+                    if older
+                    else "Pass resume=none"
+                )
+            )
         return path
     for root in (path / "checkpoints", path):
         if (found := latest(root)) is not None:
@@ -113,13 +218,31 @@ def resolve_resume(resume: str, run_dir: Path) -> Path | None:
     )
 
 
+def _step(path: Path) -> int:
+    return int(STEP_DIR.match(path.name).group(1))
+
+
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics.jsonl lines logged after `step`, so a resumed run does not log those steps twice."""
+    """Drop metrics.jsonl lines logged after `step`, so a resumed run does not log those steps twice.
+
+    A line that is not a JSON object (torn by a kill mid-write) is dropped with a warning.
+    """
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    if len(kept) != len(lines):
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            if line.strip():
+                log.warning("%s:%d is not a JSON object (torn by a kill mid-write?); dropped", path, number)
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
         atomic_write_text(path, "".join(kept))
 
 
@@ -329,6 +452,23 @@ class Checkpointer:
         path = self.resume_from
         if path is None:
             return 0, {}
+        try:
+            return self._restore(path, engine, stream)
+        except CheckpointError:
+            raise
+        except Exception as err:  # torch, safetensors and json raise their own types for a damaged file
+            older = [p for p in complete_checkpoints(path.parent) if _step(p) < _step(path)]
+            fallback = (
+                f"rerun with resume=auto to continue from {older[-1]}"
+                if older
+                else "rerun with resume=none in a new run directory to start over"
+            )
+            raise CheckpointError(
+                f"could not restore the checkpoint {path}: {type(err).__name__}: {err}. It is damaged; move it "
+                f"aside (mv {path} {path}.damaged) and {fallback}"
+            ) from err
+
+    def _restore(self, path: Path, engine, stream) -> tuple[int, dict[str, float]]:
         meta = read_meta(path)
         if self.config_hash and meta.get("config_hash") != self.config_hash:
             log.warning(
@@ -389,6 +529,7 @@ class Checkpointer:
         t0 = time.perf_counter()
         try:
             if is_main:
+                remove_unfinished(self.root, keep_pid=int(tmp.name.rsplit(".tmp-", 1)[1]))
                 shutil.rmtree(tmp, ignore_errors=True)
                 (tmp / "rng").mkdir(parents=True)
             _barrier()
@@ -405,7 +546,10 @@ class Checkpointer:
             _barrier()
             if is_main:
                 _fsync_tree(tmp)
-                meta = {"step": step, "time": time.time(), "config_hash": self.config_hash}
+                files = {
+                    str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
+                }
+                meta = {"step": step, "time": time.time(), "config_hash": self.config_hash, "files": files}
                 atomic_write_json(tmp / MARKER, meta)
                 if final.exists():  # the same step saved again (a run resumed after its last step)
                     shutil.rmtree(final)

@@ -286,6 +286,12 @@ class RFTConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for key in ("lr", "max_grad_norm", "weight_decay", "beta", "temperature", "clip_eps", "adv_eps"):
+            value = getattr(self, key)
+            _require(
+                math.isfinite(value),
+                f"method.{key} must be finite, got {value}; pass a finite number",
+            )
         _require(self.sampler in SAMPLERS, f"method.sampler={self.sampler!r} is not one of {SAMPLERS}")
         _require(
             0 <= self.min_new_tokens <= self.max_new_tokens,
@@ -347,6 +353,12 @@ class SFTConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for key in ("lr", "max_grad_norm", "weight_decay"):
+            value = getattr(self, key)
+            _require(
+                math.isfinite(value),
+                f"method.{key} must be finite, got {value}; pass a finite number",
+            )
         _require(self.epochs > 0, f"method.epochs must be > 0, got {self.epochs}")
         _require(self.lr > 0, f"method.lr must be > 0, got {self.lr}")
         _require(

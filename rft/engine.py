@@ -20,7 +20,7 @@ import torch
 
 from rft.config import RFTConfig, RunConfig, SFTConfig
 from rft.models import unwrap
-from rft.sampling import forget_fused_weights
+from rft.sampling import forget_fused_weights, weights_changed
 
 
 def warmup_constant(warmup_steps: int):
@@ -103,6 +103,7 @@ class TorchEngine:
             for p, master in zip(self.params, self.masters, strict=True):
                 if master is not p:
                     p.copy_(master)  # round to the weight's dtype
+        weights_changed(unwrap(self.module))  # fused AdamW updates in place without bumping `_version`
         return grad_norm
 
     def place_reference(self, ref: torch.nn.Module) -> torch.nn.Module:

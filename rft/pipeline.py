@@ -35,10 +35,10 @@ from rft.data.budget import apply_budget
 from rft.data.images import verify_images
 from rft.data.registry import build_task
 from rft.engine import zero3_loading
-from rft.files import atomic_write_json, atomic_write_text
+from rft.files import atomic_write_text
 from rft.memory import estimate, format_estimate
 from rft.redaction import redact
-from rft.results import ResultRow, append_result_row, axes, git_commit, package_versions
+from rft.results import ResultRow, axes, git_commit, package_versions, record_result
 from rft.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,10 @@ def finished_row(run_dir: Path) -> ResultRow | None:
     path = run_dir / "results.json"
     if not path.is_file():
         return None
-    row = ResultRow.from_record(json.loads(path.read_text()))
-    return row if row.status == "finished" else None
+    record = json.loads(path.read_text())
+    row = ResultRow.from_record(record)
+    # a finished run whose row never reached the table is not done: the entrypoint appends the missing row
+    return row if row.status == "finished" and record.get("row_written") is not False else None
 
 
 def check_writable(*folders: Path) -> None:
@@ -226,6 +228,9 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         n_train=len(train_set),
         min_pixels=pixels[0],
         max_pixels=pixels[1],
+        train_source=cfg.task.train_source or cfg.task.source,
+        crop_bottom=cfg.task.crop_bottom,
+        eval_multi_image=cfg.task.eval_multi_image,
         think=cfg.reward.think,
         loss_agg=cfg.method.loss_agg if isinstance(cfg.method, RFTConfig) else None,
         group_size=cfg.method.group_size if isinstance(cfg.method, RFTConfig) else None,
@@ -324,9 +329,10 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         row.wall_s = round(time.time() - t0, 2)
         row.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         record = row.to_record()
-        if is_main:
-            atomic_write_json(run_dir / "results.json", {**record, "versions": package_versions()})
-            append_result_row(Path(cfg.results_csv), row)
-        tracker.summary({k: v for k, v in record.items() if isinstance(v, int | float | str)})
-        tracker.finish()
+        try:
+            if is_main:  # results.json says row_written: false until the row is in the table
+                record_result(run_dir, Path(cfg.results_csv), row, extra={"versions": package_versions()})
+        finally:
+            tracker.summary({k: v for k, v in record.items() if isinstance(v, int | float | str)})
+            tracker.finish()
     return row

@@ -286,9 +286,9 @@ def fused_weights(model) -> FusedWeights:
 
     A source tensor's `_version` changes with every in-place update (optimizer steps, `copy_` under no_grad,
     `load_state_dict`): the fused tensors are then refreshed in place, so their addresses stay fixed (CUDA graphs
-    replay on them). A new tensor or new storage (another model, `model.to(device)`) rebuilds them. Writes through
-    `.data` bump no version: an engine that updates weights that way (DeepSpeed) must call
-    `forget_fused_weights` after each optimizer step.
+    replay on them). A new tensor or new storage (another model, `model.to(device)`) rebuilds them. Fused AdamW and
+    writes through `.data` bump no version: the engines call `weights_changed` (or `forget_fused_weights`) after
+    each optimizer step.
     """
     lm = model.model.language_model
     sources = _source_weights(model)
@@ -338,11 +338,23 @@ def fused_weights(model) -> FusedWeights:
     return fused
 
 
+def weights_changed(model) -> None:
+    """Tell the cache that the model's weights were updated in place: the next lean call refreshes the fused copy
+    (at the same addresses). Engines call it after every optimizer step: fused AdamW, like writes through
+    `.data`, updates weights without bumping their `_version`, so the version check alone would miss the step."""
+    lm = getattr(getattr(model, "model", None), "language_model", None)
+    cached = _FUSED.get(lm) if lm is not None else None
+    if cached is not None:
+        cached[2] = None
+
+
 def forget_fused_weights(model) -> None:
     """Drop the model's cached `FusedWeights` and compiled-step KV cache (frees their memory; the next lean call
     rebuilds them)."""
-    _FUSED.pop(model.model.language_model, None)
-    _KV_CACHE.pop(model.model.language_model, None)
+    lm = getattr(getattr(model, "model", None), "language_model", None)
+    if lm is not None:
+        _FUSED.pop(lm, None)
+        _KV_CACHE.pop(lm, None)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

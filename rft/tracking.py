@@ -77,10 +77,12 @@ def resolve_wandb_mode(mode: str) -> str:
         if resolved not in ("online", "offline", "disabled"):
             raise ValueError(f"WANDB_MODE={env_mode!r} is unknown; set it to online, offline or disabled")
         return resolved
-    return "online" if _wandb_credentials_configured() else "offline"
+    return "online" if wandb_credentials_configured() else "offline"
 
 
-def _wandb_credentials_configured() -> bool:
+def wandb_credentials_configured() -> bool:
+    """Whether W&B could log in without a prompt: an API key or identity token in the environment, or a netrc
+    entry for the W&B host (where `wandb login` stores the key). Reads no network."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
     host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"

@@ -9,22 +9,25 @@ leaves no partial result file or row (a failure after training started leaves on
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from rft import checkpoint, grpo, models, pipeline, sft
+from rft import checkpoint, grpo, models, pipeline, results, sft
 from rft.config import BudgetConfig, CheckpointConfig, ConfigError, ModelConfig, RunConfig, validate
 from rft.data.base import DataError
 from rft.data.budget import BudgetError, PromptStream
 from rft.engine import TorchEngine
-from rft.results import read_results
+from rft.results import ResultRow, ResultsTableError, append_result_row, read_results
 from tests.conftest import TINY_MODEL, tiny_run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,11 +90,10 @@ def test_resume_path_without_a_checkpoint(tmp_path, monkeypatch):
 
 def test_unfinished_checkpoint_folders_are_ignored(tmp_path):
     root = tmp_path / "checkpoints"
-    for name in ("step_000001", "step_000002", "step_000003.tmp-123"):
-        (root / name).mkdir(parents=True)
-    (root / "step_000001" / checkpoint.MARKER).write_text("{}")
-    (root / "step_000003.tmp-123" / checkpoint.MARKER).write_text("{}")
-    assert checkpoint.latest(root).name == "step_000001"  # step 2 has no marker, step 3 is still a tmp folder
+    fake_checkpoint(root, 1)
+    (root / "step_000002").mkdir()  # no meta.json: unfinished
+    fake_checkpoint(root, 3).rename(root / "step_000003.tmp-123")  # still a tmp folder
+    assert checkpoint.latest(root).name == "step_000001"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -364,3 +366,249 @@ def test_training_state_loads_with_weights_only(tmp_path):
     torch.save({"evil": Path("/")}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="Weights only load failed"):
         torch.load(tmp_path / "evil.pt", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The results table: a row is never lost, and never lies
+# ---------------------------------------------------------------------------------------------------------------
+
+ROW = dict(
+    run_id="r1", status="finished", task="sat_synth", run_dir="/runs/r1", finished_at="2026-01-01T00:00:00"
+)
+
+
+def test_results_table_that_is_a_folder_or_not_utf8_is_named(tmp_path):
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(ResultsTableError, match=r"folder\.csv is a folder, not a table; pass results_csv="):
+        append_result_row(tmp_path / "folder.csv", ResultRow(**ROW))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("run_id,status,note\nold,finished,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(
+        ResultsTableError, match=r"is not UTF-8 text \(byte \d+ cannot be decoded\); convert it"
+    ):
+        append_result_row(latin, ResultRow(**ROW))
+    assert latin.read_bytes().endswith(b"caf\xe9\n")  # untouched
+
+
+def test_results_table_lock_held_elsewhere_times_out_with_a_message(tmp_path):
+    csv = tmp_path / "results.csv"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from filelock import FileLock; import time; lock = FileLock({str(csv)!r} + '.lock'); lock.acquire(); print(1, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        holder.stdout.readline()
+        with pytest.raises(
+            ResultsTableError, match=r"stayed locked for 0 s: another process holds .*results\.csv\.lock"
+        ):
+            append_result_row(csv, ResultRow(**ROW), timeout=0.3)
+    finally:
+        holder.kill()
+        holder.wait()
+    append_result_row(csv, ResultRow(**ROW), timeout=5)  # the lock dies with its holder
+    assert len(read_results(csv)) == 1
+
+
+def test_results_table_disk_full_leaves_the_table_unchanged(tmp_path, monkeypatch):
+    csv = tmp_path / "results.csv"
+    append_result_row(csv, ResultRow(**ROW))
+    before = csv.read_text()
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results, "atomic_write_text", full)
+    with pytest.raises(
+        ResultsTableError, match="could not write the results table .*: No space left on device"
+    ):
+        append_result_row(csv, ResultRow(**{**ROW, "run_id": "r2"}))
+    assert csv.read_text() == before
+
+
+def test_results_table_symlink_is_written_through(tmp_path):
+    target = tmp_path / "shared" / "table.csv"
+    target.parent.mkdir()
+    append_result_row(target, ResultRow(**ROW))
+    link = tmp_path / "results.csv"
+    link.symlink_to(target)
+    append_result_row(link, ResultRow(**{**ROW, "run_id": "r2"}))
+    assert link.is_symlink() and [r["run_id"] for r in read_results(target)] == ["r1", "r2"]
+
+
+def test_a_row_that_missed_the_table_is_added_once_by_resume(tmp_path, monkeypatch):
+    run_dir, csv = tmp_path / "run", tmp_path / "results.csv"
+    run_dir.mkdir()
+    (tmp_path / "results.csv").mkdir()  # the append fails
+    with pytest.raises(ResultsTableError):
+        results.record_result(run_dir, csv, ResultRow(**ROW), extra={"versions": {}})
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["status"] == "finished" and saved["row_written"] is False
+    csv.rmdir()  # fixed
+    assert results.append_missing_row(run_dir, csv).run_id == "r1"
+    assert results.append_missing_row(run_dir, csv) is None  # row_written: true now
+    assert json.loads((run_dir / "results.json").read_text())["row_written"] is True
+    results.mark_row_missing(run_dir)  # killed between the append and the rewrite: no second row
+    results.append_missing_row(run_dir, csv)
+    assert [r["run_id"] for r in read_results(csv)] == ["r1"]
+
+
+def test_finished_run_whose_row_failed_is_not_skipped_by_resume(tmp_path, monkeypatch):
+    """End to end on the tiny model: the append fails after training (full disk), results.json says so, and the
+    entrypoint's resume=auto path adds the row instead of skipping the run for good."""
+    sys.path.insert(0, str(REPO))
+    from experiments import run as entry
+
+    cfg = tiny_run_config(tmp_path, "rft")
+    cfg.method.steps = 1
+    run_dir = tmp_path / "run"
+    real = results.atomic_write_text
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results, "atomic_write_text", full)
+    with pytest.raises(ResultsTableError) as err:
+        pipeline.run(cfg, run_dir)
+    monkeypatch.setattr(results, "atomic_write_text", real)
+    with pytest.raises(SystemExit):
+        entry.fail(err.value, cfg, None, run_dir, multirun=False)  # what the command line does
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["status"] == "finished" and saved["row_written"] is False
+    assert not Path(cfg.results_csv).exists()
+    cfg.resume = "auto"
+    row = entry.run_checked(cfg, OmegaConf.create({}), run_dir)
+    assert row.status == "finished"
+    assert [r["status"] for r in read_results(Path(cfg.results_csv))] == ["finished"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Damaged checkpoints, torn metrics, leftovers of a kill
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def fake_checkpoint(root: Path, step: int, manifest: bool = True) -> Path:
+    path = root / f"step_{step:06d}"
+    (path / "rng").mkdir(parents=True)
+    for name, data in (
+        ("model.safetensors", b"w" * 64),
+        ("trainer_state.pt", b"t" * 32),
+        ("rng/rank_00000.pt", b"r" * 8),
+    ):
+        (path / name).write_bytes(data)
+    files = {p.relative_to(path).as_posix(): p.stat().st_size for p in path.rglob("*") if p.is_file()}
+    meta = {"step": step, "config_hash": "", **({"files": files} if manifest else {})}
+    (path / checkpoint.MARKER).write_text(json.dumps(meta))
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage,why",
+    [
+        (lambda p: (p / "model.safetensors").unlink(), "model.safetensors is missing"),
+        (
+            lambda p: (p / "trainer_state.pt").write_bytes(b"t"),
+            r"trainer_state.pt is truncated \(1 bytes, 32 expected\)",
+        ),
+        (lambda p: (p / checkpoint.MARKER).write_text(""), "meta.json is unreadable or not JSON"),
+    ],
+    ids=["missing-file", "truncated-file", "empty-meta"],
+)
+@pytest.mark.parametrize("manifest", [True, False], ids=["listed", "legacy"])
+def test_damaged_newest_checkpoint_falls_back_to_the_older_one(tmp_path, caplog, damage, why, manifest):
+    root = tmp_path / "run" / "checkpoints"
+    fake_checkpoint(root, 1, manifest)
+    newest = fake_checkpoint(root, 2, manifest)
+    if manifest or "truncated" not in why:
+        damage(newest)
+    else:  # without the list of sizes only an empty file shows
+        (newest / "trainer_state.pt").write_bytes(b"")
+        why = r"trainer_state.pt is truncated \(0 bytes, non-empty expected\)"
+    if not manifest and "missing" in why:
+        why = r"it has no weights"
+    assert re.search(why, checkpoint.damage(newest))
+    assert checkpoint.latest(root).name == "step_000001"
+    with caplog.at_level(logging.WARNING, logger="rft.checkpoint"):
+        assert checkpoint.resolve_resume("auto", tmp_path / "run").name == "step_000001"
+    assert "skipping the damaged checkpoint" in caplog.text and "step_000002" in caplog.text
+    with pytest.raises(ConfigError, match=r"is damaged: .*Pass resume=.*step_000001"):
+        checkpoint.resolve_resume(str(newest), tmp_path / "run")
+
+
+def test_every_checkpoint_damaged_is_an_error_not_a_fresh_start(tmp_path):
+    root = tmp_path / "run" / "checkpoints"
+    (fake_checkpoint(root, 1) / "model.safetensors").unlink()
+    with pytest.raises(
+        ConfigError, match="every checkpoint in .* is damaged .*step_000001: model.safetensors is missing"
+    ):
+        checkpoint.resolve_resume("auto", tmp_path / "run")
+
+
+def test_restore_of_a_corrupt_checkpoint_names_it_and_the_fallback(tmp_path):
+    root = tmp_path / "checkpoints"
+    fake_checkpoint(root, 1)
+    newest = fake_checkpoint(root, 2)
+
+    class Engine:
+        rank = 0
+
+        def load_state(self, path):
+            raise RuntimeError("PytorchStreamReader failed reading zip archive")
+
+    ckpt = checkpoint.Checkpointer(root, resume_from=newest)
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"could not restore the checkpoint .*step_000002: RuntimeError: .*mv .* rerun with resume=auto to continue from .*step_000001",
+    ):
+        ckpt.restore(Engine(), stream=None)
+
+
+def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "train/loss": 1.0}\n{"step": 2, "train/loss": 0.5}\n{"step": 3, "train/lo')
+    with caplog.at_level(logging.WARNING, logger="rft.checkpoint"):
+        checkpoint.truncate_metrics(path, step=2)
+    assert path.read_text() == '{"step": 1, "train/loss": 1.0}\n{"step": 2, "train/loss": 0.5}\n'
+    assert "metrics.jsonl:3 is not a JSON object" in caplog.text
+
+
+def test_checkpoint_folders_of_killed_processes_are_removed(tmp_path):
+    root = tmp_path / "checkpoints"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    for pid in (int(dead.stdout), os.getpid(), 1):  # dead, this process, alive (init)
+        (root / f"step_000003.tmp-{pid}").mkdir(parents=True)
+    removed = checkpoint.remove_unfinished(root, keep_pid=os.getpid())
+    assert [p.name for p in removed] == [f"step_000003.tmp-{int(dead.stdout)}"]
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [f"step_000003.tmp-{os.getpid()}", "step_000003.tmp-1"]
+    )
+
+
+def test_resume_survives_a_damaged_newest_checkpoint_a_torn_metrics_line_and_a_leftover(tmp_path):
+    """End to end: a run killed after its step-3 checkpoint, whose step-3 weights were then truncated, whose
+    metrics.jsonl ends in half a line, and which left a `.tmp-<pid>` folder, resumes from step 2 and finishes."""
+    cfg = tiny_run_config(tmp_path, "rft", checkpoint=CheckpointConfig(every=1, keep_last=5), threads=1)
+    cfg.method.steps = 3
+    run_dir = tmp_path / "run"
+    pipeline.run(cfg, run_dir)
+    root = run_dir / "checkpoints"
+    (run_dir / "results.json").unlink()  # as if killed after the last checkpoint
+    Path(cfg.results_csv).unlink()
+    weights = root / "step_000003" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "train/lo')
+    (root / "step_000003.tmp-999999999").mkdir()
+    cfg.resume = "auto"
+    row = pipeline.run(cfg, run_dir)
+    assert row.status == "finished" and row.resumed_from.endswith("step_000002")
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert not list(root.glob("*.tmp-*"))
+    assert checkpoint.damage(root / "step_000003") is None  # written again, intact

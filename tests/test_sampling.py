@@ -324,6 +324,38 @@ def test_fused_weights_are_reused_until_a_weight_changes(tmp_path, monkeypatch):
     assert sampling.fused_weights(model) is not rebuilt and len(builds) == 5
 
 
+def test_the_engines_optimizer_step_refreshes_the_fused_weights():
+    """The suite's own step: fused AdamW updates weights without bumping `_version`, so the engine must say the
+    weights changed; otherwise every rollout after the first samples from the initial policy."""
+    from rft.engine import TorchEngine
+
+    model, processor = load(tiny_folder())
+    prompts = image_prompts(processor)
+    tok = processor.tokenizer
+    kw = dict(num_return_sequences=1, max_new_tokens=8, temperature=None)
+    model.eval()
+    sample_lean(model, tok, prompts, **kw)  # builds and caches the fused weights
+    engine = TorchEngine(
+        model,
+        device=torch.device("cpu"),
+        lr=5e-2,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        lr_factor=lambda s: 1.0,
+    )
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    engine.step()
+    model.eval()
+    (ids, _), (lean_ids, _) = both(model, tok, prompts, 0, **kw)
+    assert torch.equal(ids, lean_ids)
+    attn = model.model.language_model.layers[0].self_attn
+    fused = sampling.fused_weights(model)
+    assert torch.equal(
+        fused.layers[0].w_qkv, torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+    )
+
+
 # --- the compiled step ----------------------------------------------------------------------------------------
 
 
