@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import random
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -273,21 +274,72 @@ def tiny_base_dir(cache_dir: Path, seed: int, steps: int) -> Path:
     return cache_dir / f"{name}-s{seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
-def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) -> Path:
-    """Build (once) and return the folder of tiny_base: `small` + `steps` SFT steps on the corpus, in PHASES.
+# The repo ships the default build (seed 0, PRETRAIN steps) as `rft/assets/tiny_base/`, so a fresh clone needs no
+# pretraining; `BUILD.json` there names the cache folder it is and the sha256 of its weights.
+SHIPPED = Path(__file__).parent / "assets" / "tiny_base"
+WEIGHTS = "model.safetensors"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_build(name: str) -> tuple[Path, str] | None:
+    """The shipped folder and its weights' sha256 when the repo ships the build named `name`, else None."""
+    meta = SHIPPED / "BUILD.json"
+    if not meta.is_file():
+        return None
+    build = json.loads(meta.read_text())
+    return (SHIPPED, build["sha256"]) if build["name"] == name else None
+
+
+def install_shipped(out: Path) -> bool:
+    """Copy the shipped tiny_base into the cache folder `out` (atomically, checksum verified); False if none."""
+    shipped = shipped_build(out.name)
+    if shipped is None:
+        return False
+    folder, digest = shipped
+    if sha256(folder / WEIGHTS) != digest:
+        raise RuntimeError(
+            f"{folder / WEIGHTS} does not match the sha256 in {folder / 'BUILD.json'}: the checkout is damaged; "
+            "restore it (git checkout rft/assets) or rebuild with `make tiny-base`"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tiny.building(out) as tmp:
+        for f in folder.iterdir():
+            if f.name != "BUILD.json":
+                shutil.copy2(f, tmp / f.name)
+    log.info("tiny_base: installed the shipped build (sha256 %s) into %s", digest[:12], out)
+    return True
+
+
+def build_tiny_base(
+    cache_dir: Path, seed: int = 0, steps: int | None = None, *, rebuild: bool = False
+) -> Path:
+    """Return the folder of tiny_base: `small` + `steps` SFT steps on the corpus, in PHASES.
+
+    A cached folder is used as it is; else the shipped build is copied in when it is this one (seed 0, default
+    steps); else it is built, on the CPU with `BUILD_THREADS` threads, so the weights are reproducible.
 
     Args:
         cache_dir: The model cache (model.cache_dir); `tiny` is built there too if missing.
         seed: Weight-init seed of `tiny`, and the corpus and data-order seed.
         steps: SFT steps (default PRETRAIN["steps"]); tests pass a few to build a reduced model quickly.
+        rebuild: Build from scratch even when a shipped build exists (`make tiny-base` checks it).
 
     Returns:
-        A folder saved with save_pretrained (model, tokenizer, processor), plus pretrain/phase<k>/metrics.jsonl.
+        A folder saved with save_pretrained (model, tokenizer, processor).
     """
     steps = PRETRAIN["steps"] if steps is None else steps
     cache_dir = Path(cache_dir).expanduser()
     out = tiny_base_dir(cache_dir, seed, steps)
     if (out / "config.json").is_file():
+        return out
+    if not rebuild and install_shipped(out):
         return out
     log.info("building tiny_base (%d SFT steps, seed %d) into %s", steps, seed, out)
     model, processor = load_model(
@@ -317,6 +369,7 @@ def build_tiny_base(cache_dir: Path, seed: int = 0, steps: int | None = None) ->
                     ),
                     logger=LoggerConfig(backend="none"),
                     seed=seed,
+                    device="cpu",  # the shipped weights are a CPU build; a GPU would round differently
                 )
                 n = n_steps * phase.batch_size
                 corpus = make_corpus(n, seed, phase.rotation, offset)
@@ -345,9 +398,23 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--cache-dir", type=Path, required=True, help="the model cache (model.cache_dir)")
     parser.add_argument("--seed", type=int, default=0, help="weight-init, corpus and data-order seed")
     parser.add_argument("--steps", type=int, default=None, help=f"SFT steps (default {PRETRAIN['steps']})")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build from scratch (not from the shipped copy) and compare the weights with the shipped sha256",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    out = build_tiny_base(args.cache_dir, args.seed, args.steps)
+    out = build_tiny_base(args.cache_dir, args.seed, args.steps, rebuild=args.rebuild)
+    shipped = shipped_build(out.name)
+    if args.rebuild and shipped is not None:
+        got = sha256(out / WEIGHTS)
+        if got != shipped[1]:
+            raise SystemExit(
+                f"error: the rebuilt weights (sha256 {got}) differ from the shipped ones ({shipped[1]}): this machine "
+                f"rounds differently, or the recipe changed without updating {SHIPPED} (see docs/tiny_study.md)"
+            )
+        print(f"rebuilt tiny_base matches the shipped weights bit for bit (sha256 {got})")
     print(out)
     return out
 

@@ -225,3 +225,38 @@ def test_small_preset_lets_the_lm_see_image_positions(tmp_path):
     assert t + h + w == half
     lowest_h, lowest_w = theta ** (-2 * (t + h - 1) / (2 * half)), theta ** (-2 * (half - 1) / (2 * half))
     assert lowest_h > 0.1 and lowest_w > 0.1, (theta, (t, h, w))
+
+
+def test_the_shipped_build_installs_without_pretraining(tiny_base_dir, tmp_path, monkeypatch):
+    """A shipped copy of the exact build (name and checksum) is copied into the cache; no SFT runs. A damaged
+    copy is refused with the fix."""
+    import shutil
+
+    out, _, _ = tiny_base_dir
+    ship = tmp_path / "ship"
+    shutil.copytree(out, ship, ignore=shutil.ignore_patterns("pretrain"))
+    digest = testbed.sha256(ship / testbed.WEIGHTS)
+    (ship / "BUILD.json").write_text(json.dumps({"name": out.name, "sha256": digest}))
+    monkeypatch.setattr(testbed, "SHIPPED", ship)
+    monkeypatch.setitem(testbed.PRETRAIN, "steps", TEST_STEPS)
+    monkeypatch.setattr(
+        testbed.sft, "train", lambda *a, **k: pytest.fail("the shipped build needs no pretraining")
+    )
+    got = testbed.build_tiny_base(tmp_path / "cache", seed=0)
+    assert got.name == out.name and testbed.sha256(got / testbed.WEIGHTS) == digest
+    assert (got / "config.json").is_file() and not (got / "BUILD.json").exists()
+    with open(ship / testbed.WEIGHTS, "ab") as f:  # a damaged checkout
+        f.write(b"\0")
+    with pytest.raises(RuntimeError, match="does not match the sha256"):
+        testbed.build_tiny_base(tmp_path / "other-cache", seed=0)
+
+
+def test_the_shipped_assets_are_the_current_recipe(monkeypatch):
+    """rft/assets/tiny_base is the default build of today's recipe: its name is the cache key the recipe gives and
+    its weights match the recorded sha256 (`make tiny-base` rebuilds it and compares bit for bit)."""
+    build = json.loads((testbed.SHIPPED / "BUILD.json").read_text())
+    default_steps = sum(phase.steps for phase in testbed.PHASES)
+    monkeypatch.setitem(testbed.PRETRAIN, "steps", default_steps)  # the session fixture builds a reduced one
+    expected = testbed.tiny_base_dir(Path("/cache"), 0, default_steps).name
+    assert build["name"] == expected, "the recipe changed: rebuild and re-ship rft/assets/tiny_base"
+    assert testbed.sha256(testbed.SHIPPED / testbed.WEIGHTS) == build["sha256"]
