@@ -422,6 +422,8 @@ class Checkpointer:
         config_hash: Stored in meta.json; a resume under a different hash is logged as a warning.
         resume_from: A complete checkpoint folder to restore before the first step, or None.
         stop: The StopRequest whose signal the loop honours at step ends.
+        processor: Saved into every checkpoint beside the weights (tokenizer and image-processor files, a few
+            hundred KB), so `model.path=<checkpoint>` loads like any `save_pretrained` folder.
     """
 
     def __init__(
@@ -432,8 +434,10 @@ class Checkpointer:
         config_hash: str = "",
         resume_from: Path | None = None,
         stop: StopRequest | None = None,
+        processor=None,
     ):
         self.root = root
+        self.processor = processor
         self.cfg = cfg or CheckpointConfig()
         self.config_hash = config_hash
         self.resume_from = resume_from
@@ -538,6 +542,8 @@ class Checkpointer:
             with _whole_weights(engine):
                 if is_main:
                     save_weights(engine.module, tmp)
+            if is_main and self.processor is not None:
+                self.processor.save_pretrained(tmp)
             if is_main:
                 torch.save(
                     {"step": step, "stream": stream.state(), "summary": dict(summary)},

@@ -25,6 +25,10 @@ from rft.processor import CHAT_TEMPLATE, SUPPORTED_ARCHITECTURES, Qwen2VLImageOn
 log = logging.getLogger(__name__)
 
 
+# Any of these marks a folder that holds a tokenizer (what `save_pretrained` of a tokenizer writes).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
 class ModelLoadError(RuntimeError):
     """A model could not be found or is not supported; the message says how to fix it."""
 
@@ -98,6 +102,14 @@ def load_processor(model_dir: str, cfg: ModelConfig) -> Qwen2VLImageOnlyProcesso
     Raises:
         ModelLoadError: the processor still ends up with another budget (a transformers change).
     """
+    local = Path(model_dir)
+    if local.is_dir() and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{model_dir} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); a checkpoint written before "
+            "checkpoints held the processor lacks them. Copy the tokenizer and image-processor files of the model "
+            f"it was trained from into it (cp <base>/{{tokenizer*,vocab.json,merges.txt,*_config.json,"
+            f"chat_template*}} {model_dir}/, without overwriting config.json), or pass model.path=<that base model>"
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(
         model_dir,

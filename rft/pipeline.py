@@ -39,6 +39,7 @@ from rft.files import atomic_write_text
 from rft.memory import estimate, format_estimate
 from rft.redaction import redact
 from rft.results import ResultRow, axes, git_commit, package_versions, record_result
+from rft.rollout import check_prompt_lengths
 from rft.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,8 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         model.to(device)
     warn_if_large_on_cpu(model, device)
     log.info("policy on %s: %s", device, held_parameters(model))
+    if isinstance(cfg.method, RFTConfig | SFTConfig):  # before any compute: a too-long prompt fails here
+        check_prompt_lengths(processor, task, train_set, cfg.reward.think, cfg.method.max_prompt_tokens)
     pixels = models.pixel_budget(processor)  # what the processor enforces, recorded in the row
     log.info(memory_estimate(cfg, model, world))
     log.info(
@@ -264,6 +267,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         config_hash=checkpoint.config_hash(cfg),
         resume_from=resume_from,
         stop=stop,
+        processor=processor,
     )
 
     def evaluate_all(model) -> list[dict]:

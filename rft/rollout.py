@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rft.config import ConfigError
 from rft.data.base import Sample, Task, accepted_answers
 from rft.prompts import Prompts, chat_text, encode_prompts
 from rft.rewards import RewardInputs, score
@@ -62,6 +63,37 @@ def encode_samples(
     """The chat-formatted, tokenised prompts of `samples` with their images, on `device`."""
     texts = [chat_text(processor, task.prompt(s, think), len(s.images)) for s in samples]
     return encode_prompts(processor, texts, [s.images for s in samples], device)
+
+
+def prompt_tokens(processor, task: Task, sample: Sample, think: bool) -> int:
+    """The length of `sample`'s encoded prompt, image tokens included, from its text and image sizes alone.
+
+    The processor expands each image's one `<|image_pad|>` into patches / merge_size^2 tokens (Qwen's
+    `smart_resize` under the configured pixel budget), so no pixels are processed here.
+    """
+    text = chat_text(processor, task.prompt(sample, think), len(sample.images))
+    n = len(processor.tokenizer(text)["input_ids"]) - len(sample.images)
+    image_processor = processor.image_processor
+    for img in sample.images:
+        width, height = img.size() if callable(img.size) else img.size  # LazyImage reads only the header
+        n += image_processor.get_number_of_image_patches(height, width) // image_processor.merge_size**2
+    return n
+
+
+def check_prompt_lengths(processor, task: Task, samples: list[Sample], think: bool, limit: int) -> None:
+    """Refuse, before training, a training prompt longer than `method.max_prompt_tokens` (image tokens included).
+
+    Raises:
+        ConfigError: naming the first sample too long, its length, and the fixes.
+    """
+    for sample in samples:
+        n = prompt_tokens(processor, task, sample, think)
+        if n > limit:
+            raise ConfigError(
+                f"the prompt of sample {sample.uid!r} is {n} tokens (image tokens included), more than "
+                f"method.max_prompt_tokens={limit}; raise method.max_prompt_tokens or lower model.max_pixels "
+                "(fewer image tokens)"
+            )
 
 
 def sample_rollout(

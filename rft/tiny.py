@@ -181,6 +181,14 @@ def tiny_model_dir(name: str, seed: int, cache_dir: Path) -> Path:
     return cache_dir / f"{name}-s{seed}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
+def share(folder: Path) -> None:
+    """Make `folder` readable by everyone, as `save_pretrained` leaves a folder: 0755 folders, 0644 files
+    (`tempfile.mkdtemp` creates 0700, which would keep a shared model cache to its builder)."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 @contextlib.contextmanager
 def building(out: Path):
     """Write a model folder under a temporary name beside `out` and rename it into place on success.
@@ -191,6 +199,7 @@ def building(out: Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         yield tmp
+        share(tmp)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,7 @@ leaves no partial result file or row (a failure after training started leaves on
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -612,3 +613,72 @@ def test_resume_survives_a_damaged_newest_checkpoint_a_torn_metrics_line_and_a_l
     assert steps == [1, 2, 3]
     assert not list(root.glob("*.tmp-*"))
     assert checkpoint.damage(root / "step_000003") is None  # written again, intact
+
+
+def test_model_cache_folders_are_readable_by_everyone(tmp_path: Path) -> None:
+    """`tiny.building` (every tiny preset and tiny_base) leaves 0755 folders and 0644 files, not mkdtemp's 0700."""
+    from rft import tiny
+
+    out = tmp_path / "model"
+    with tiny.building(out) as tmp:
+        assert tmp.stat().st_mode & 0o777 == 0o700  # what mkdtemp gives
+        (tmp / "sub").mkdir(mode=0o700)
+        (tmp / "sub" / "weights.bin").write_bytes(b"x")
+        (tmp / "config.json").write_text("{}")
+        (tmp / "config.json").chmod(0o600)
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
+    assert modes == {".": 0o755, "sub": 0o755, "sub/weights.bin": 0o644, "config.json": 0o644}
+
+
+def test_a_training_checkpoint_loads_as_model_path(tmp_path: Path) -> None:
+    """docs/training.md: `model.path=run_dir/checkpoints/step_N` works; the checkpoint holds the processor."""
+    from safetensors.torch import load_file
+
+    cfg = tiny_run_config(tmp_path, method=dataclasses.replace(tiny_run_config(tmp_path).method, steps=1))
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, limit=1))
+    pipeline.run(cfg, tmp_path / "run")
+    step = tmp_path / "run" / "checkpoints" / "step_000001"
+    model, processor = models.load_model(dataclasses.replace(cfg.model, path=str(step)))
+    saved = load_file(step / "model.safetensors")
+    name, value = next(iter(model.state_dict().items()))
+    assert any(torch.equal(value, saved[k]) for k in saved if k.endswith(name.split(".", 1)[-1]))
+    assert processor.tokenizer.decode(processor.tokenizer("<answer>left</answer>")["input_ids"]) == (
+        "<answer>left</answer>"
+    )
+    assert models.pixel_budget(processor) == (cfg.model.min_pixels, cfg.model.max_pixels)
+    assert checkpoint.damage(step) is None  # the processor files are listed in meta.json like the rest
+    for f in [*step.glob("tokenizer*"), step / "vocab.json"]:  # a checkpoint written before this change
+        f.unlink(missing_ok=True)
+    with pytest.raises(
+        models.ModelLoadError, match=r"step_000001 has no tokenizer files .* Copy the tokenizer"
+    ):
+        models.load_model(dataclasses.replace(cfg.model, path=str(step)))
+
+
+def test_prompt_longer_than_max_prompt_tokens_fails_before_training(tmp_path: Path) -> None:
+    from rft import rollout
+    from rft.data.registry import build_task
+
+    cfg = tiny_run_config(tmp_path)
+    _, processor = models.load_model(cfg.model)
+    task = build_task(cfg.task, seed=0, splits=("train",))
+    sample = task.split("train")[0]
+    n = rollout.prompt_tokens(processor, task, sample, think=True)
+    encoded = rollout.encode_samples(processor, task, [sample], think=True)
+    assert n == int(encoded.attention_mask.sum())  # the estimate is the encoded length
+    rollout.check_prompt_lengths(processor, task, [sample], True, n)
+    method = dataclasses.replace(cfg.method, max_prompt_tokens=n - 1)
+    with pytest.raises(ConfigError, match=rf"sample 'train-\d+' is \d+ tokens .* method.max_prompt_tokens={n - 1}; "
+                       "raise method.max_prompt_tokens or lower model.max_pixels"):  # fmt: skip
+        pipeline.run(dataclasses.replace(cfg, method=method), tmp_path / "run")
+    assert not (tmp_path / "results.csv").exists() and not (tmp_path / "run" / "results.json").exists()
+
+
+def test_non_finite_max_grad_norm_is_rejected_by_the_schema() -> None:
+    from rft.config import RFTConfig, SFTConfig
+
+    for schema in (RFTConfig, SFTConfig):
+        with pytest.raises(
+            ConfigError, match="method.max_grad_norm must be finite, got nan; pass a finite number"
+        ):
+            schema(max_grad_norm=float("nan"))

@@ -22,6 +22,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -644,18 +645,72 @@ def test_banner_bad_rows(tmp_path: Path) -> None:
     path = root / "test.jsonl"
     good = path.read_text()
     path.write_text(
-        good + json.dumps({"image": "images/x.png", "question": "q", "options": ["a"], "answer": "a"})
+        good + json.dumps({"image": "images/x.png", "question": "q", "options": ["x", "y"], "answer": "x"})
     )
     with pytest.raises(DataError, match="test.jsonl:4: image .*x.png does not exist"):
         build_task(TaskConfig(name="banner", root=str(root)))
     path.write_text(
-        good + json.dumps({"image": "images/test_0.jpg", "question": "q", "options": ["a"], "answer": "b"})
+        good
+        + json.dumps({"image": "images/test_0.jpg", "question": "q", "options": ["x", "y"], "answer": "z"})
     )
-    with pytest.raises(DataError, match="test.jsonl:4: answer 'b' is not one of the options"):
+    with pytest.raises(DataError, match="test.jsonl:4: answer 'z' is not one of the options"):
         build_task(TaskConfig(name="banner", root=str(root)))
     path.write_text(good + json.dumps({"image": "images/test_0.jpg", "question": "q"}))
     with pytest.raises(DataError, match="test.jsonl:4: missing field 'answer'"):
         build_task(TaskConfig(name="banner", root=str(root)))
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"options": "ABCD", "answer": "A"}, r"'options' must be a JSON list of strings .* got str 'ABCD'"),
+        ({"options": "left,right", "answer": "left,right"}, "'options' must be a JSON list"),
+        ({"options": ["yes"], "answer": "yes"}, r"it has 1 option\(s\) \['yes'\]; .* at least 2"),
+        ({"options": ["Left", "left."], "answer": "Left"}, "'Left' and 'left.' are the same answer once normalised"),
+        ({"options": ["B", "A"], "answer": "B"}, "option 'B' is an option letter"),
+        ({"options": ["x", "y"], "answer": "x", "image": "../outside.png"}, "image path '../outside.png' leaves"),
+        ({"options": ["x", "y"], "answer": "x", "image": "/etc/passwd"}, "image path '/etc/passwd' leaves"),
+        ({"options": ["x", "y"], "answer": "x", "id": "dup"}, "test.jsonl:5: id 'dup' is already used at line 4"),
+    ],
+    ids=["options_string", "options_csv", "one_option", "same_normalised", "letter_option", "dotdot", "absolute",
+         "duplicate_id"],
+)  # fmt: skip
+def test_banner_rows_that_would_score_wrong_answers_are_refused(
+    tmp_path: Path, row: dict, message: str
+) -> None:
+    root = write_banner(tmp_path / "banner")
+    (tmp_path / "outside.png").write_bytes(image_bytes("PNG"))
+    rec = {"image": "images/test_0.jpg", "question": "q", **row}
+    extra = [
+        {"image": "images/test_0.jpg", "question": "q", "options": ["x", "y"], "answer": "x", "id": "dup"}
+    ]
+    lines = [json.dumps(r) for r in ([*extra, rec] if row.get("id") == "dup" else [rec])]
+    with (root / "test.jsonl").open("a") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=message):
+        build_task(TaskConfig(name="banner", root=str(root)))
+
+
+def test_banner_letter_options_in_their_own_place_pass_unshuffled(tmp_path: Path) -> None:
+    root = write_banner(tmp_path)
+    rec = {"image": "images/test_0.jpg", "question": "q", "options": ["A", "B"], "answer": "B"}
+    with (root / "test.jsonl").open("a") as f:
+        f.write(json.dumps(rec) + "\n")
+    task = build_task(TaskConfig(name="banner", root=str(root), shuffle_options=False))
+    assert task.split("test")[-1].options == ("A", "B")
+    with pytest.raises(DataError, match="option 'A' is an option letter"):
+        build_task(TaskConfig(name="banner", root=str(root)))  # shuffled: the letter depends on the seed
+
+
+def test_sat_rows_that_would_score_wrong_answers_are_dropped_and_counted(tmp_path: Path, caplog) -> None:
+    rows = [*SAT_ROWS[:2], (1, "Same?", ["yes", "Yes"], "yes", "x"), (1, "One?", ["only"], "only", "x"),
+            (1, "Letters?", ["B", "A"], "A", "x")]  # fmt: skip
+    root = write_sat(tmp_path / "SAT", rows=rows)
+    with caplog.at_level("WARNING", logger="rft.data.sat"):
+        task = build_task(sat(root, first_n=0))
+    assert {s.question for s in task.split("train")} == {r[1] for r in SAT_ROWS[:2]}
+    assert "dropped 12 question(s) whose options would let a wrong answer score as correct" in caplog.text
+    assert "row 2: options 'yes' and 'Yes' are the same answer once normalised" in caplog.text
 
 
 def test_bad_data_fails_before_any_result_row(tmp_path: Path) -> None:
@@ -810,3 +865,31 @@ def test_smoke_task_x_method(task_name, method, tmp_path, fgvc_root, sat_root, b
     assert results["min_pixels"] == 784 and results["max_pixels"] == 12544
     with open(tmp_path / "results.csv") as f:
         assert [r["task"] for r in csv.DictReader(f)] == [task_name]
+
+
+def test_images_decode_as_a_person_sees_them(tmp_path: Path) -> None:
+    """EXIF orientation applied; palette, LA, RGBA, CMYK and 16-bit images become sensible RGB."""
+    tall = Image.new("RGB", (30, 20), (200, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    buf = io.BytesIO()
+    tall.save(buf, format="JPEG", exif=exif.tobytes())
+    rotated = LazyImage(buf.getvalue(), "rotated", crop_bottom=5)
+    assert rotated.convert("RGB").size == (20, 25) == rotated.size()  # turned, then cropped
+
+    def lazy(img: Image.Image, fmt: str = "PNG") -> LazyImage:
+        out = io.BytesIO()
+        img.save(out, format=fmt)
+        return LazyImage(out.getvalue(), f"{img.mode}.{fmt}")
+
+    clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert lazy(clear).convert("RGB").getpixel((0, 0)) == (255, 255, 255)  # transparent is white, not black
+    assert lazy(Image.new("LA", (4, 4), (0, 0))).convert("RGB").getpixel((0, 0)) == (255, 255, 255)
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([0, 0, 0] * 256)
+    palette.info["transparency"] = 0
+    assert lazy(palette).convert("RGB").getpixel((0, 0)) == (255, 255, 255)
+    grey16 = Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16))  # mid-grey in 16 bits
+    assert lazy(grey16).convert("RGB").getpixel((0, 0)) == (128, 128, 128)
+    cmyk = lazy(Image.new("CMYK", (4, 4), (0, 255, 255, 0)), "JPEG").convert("RGB")
+    assert cmyk.mode == "RGB" and cmyk.getpixel((0, 0))[0] > 200 > cmyk.getpixel((0, 0))[1]

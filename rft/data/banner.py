@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from rft.config import TaskConfig
-from rft.data.base import DataError, Sample, Task, shuffled_options
+from rft.data.base import DataError, Sample, Task, option_problem, shuffled_options
 from rft.data.draw import COLOURS, OBJECT_SHAPES, draw_shape
 from rft.data.images import LazyImage, check_images
 
@@ -32,6 +33,7 @@ def load_banner_jsonl(root: str | Path | None, split: str, *, seed: int, shuffle
     if not path.is_file():
         raise DataError(f"missing file {path} (split {split!r}); see docs/data.md for the banner format")
     rows = []
+    seen: dict[str, int] = {}  # id -> line
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -40,10 +42,18 @@ def load_banner_jsonl(root: str | Path | None, split: str, *, seed: int, shuffle
             rec = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{where}: not valid JSON ({err})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: a row must be a JSON object, got {type(rec).__name__}")
         for key in ("image", "question", "answer"):
             if not rec.get(key):
                 raise DataError(f"{where}: missing field {key!r}; every row needs image, question and answer")
-        options = [str(o) for o in rec.get("options") or []]
+        raw_options = rec.get("options")
+        if raw_options is not None and not isinstance(raw_options, list):
+            raise DataError(
+                f'{where}: \'options\' must be a JSON list of strings (e.g. ["left", "right"]), got '
+                f"{type(raw_options).__name__} {raw_options!r}"
+            )
+        options = [str(o) for o in raw_options or []]
         if not options:
             raise DataError(
                 f"{where}: no 'options'; open-ended questions are not supported yet (the prompt template is "
@@ -59,23 +69,35 @@ def load_banner_jsonl(root: str | Path | None, split: str, *, seed: int, shuffle
             answer = options[ord(answer.upper()) - 65]  # a letter answer
         if answer not in options:
             raise DataError(f"{where}: answer {answer!r} is not one of the options {options}")
+        uid = str(rec.get("id") or f"{split}-{lineno}")
+        if uid in seen:
+            raise DataError(f"{where}: id {uid!r} is already used at line {seen[uid]}; ids must be unique")
+        seen[uid] = lineno
+        shown = shuffled_options(options, seed, uid) if shuffle else tuple(options)
+        if problem := option_problem(shown, shuffle):
+            raise DataError(f"{where}: {problem}")
         paths = rec["image"] if isinstance(rec["image"], list) else [rec["image"]]
         images = []
         for p in paths:
-            image = root / p
+            rel = os.path.normpath(str(p))
+            if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
+                raise DataError(
+                    f"{where}: image path {p!r} leaves the data folder {root}; write it relative to that "
+                    "folder, inside it (copy or link the image there)"
+                )
+            image = root / rel
             if not image.is_file():
                 raise DataError(
                     f"{where}: image {image} does not exist; fix the 'image' path (relative to {root})"
                 )
             images.append(LazyImage(image, str(image)))
-        uid = str(rec.get("id") or f"{split}-{lineno}")
         rows.append(
             Sample(
                 uid=uid,
                 images=tuple(images),
                 question=str(rec["question"]),
                 answer=answer,
-                options=shuffled_options(options, seed, uid) if shuffle else tuple(options),
+                options=shown,
                 qtype=str(rec.get("type") or ""),
             )
         )

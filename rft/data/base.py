@@ -126,6 +126,38 @@ class DataError(ValueError):
     """Bad or missing data; the message names the file or field and how to fix it."""
 
 
+def option_problem(options: tuple[str, ...] | list[str], shuffled: bool) -> str | None:
+    """Why a multiple-choice question's options would let a wrong answer score as correct, or None if they are fine.
+
+    `rft.rewards.is_correct` accepts the correct option's normalised text or its letter, so the options must be at
+    least 2, distinct once normalised, and no option's text may be the letter of another option (options
+    `["B", "A"]`: answering "B" would match option A's letter). With `shuffled`, the letter an option lands on
+    depends on the seed, so no option's text may be an option letter at all.
+    """
+    if len(options) < 2:
+        return f"it has {len(options)} option(s) {list(options)}; a multiple-choice question needs at least 2"
+    norms = [normalize_answer(o) for o in options]
+    if "" in norms:
+        return f"option {options[norms.index('')]!r} is empty once normalised; give it some text"
+    seen: dict[str, str] = {}
+    for o, n in zip(options, norms, strict=True):
+        if n in seen:
+            return (
+                f"options {seen[n]!r} and {o!r} are the same answer once normalised ({n!r}), so a wrong answer "
+                "would score as correct; make them distinct"
+            )
+        seen[n] = o
+    letters = {normalize_answer(option_letter(j)): j for j in range(len(options))}
+    for i, (o, n) in enumerate(zip(options, norms, strict=True)):
+        if n in letters and (shuffled or letters[n] != i):
+            where = "an option letter (options are shuffled)" if shuffled else "the letter of another option"
+            return (
+                f"option {o!r} is {where}, so answering with it would match another option's letter; write "
+                f"the option out (e.g. 'option {o}')"
+            )
+    return None
+
+
 def shuffled_options(options: list[str], seed: int, uid: str) -> tuple[str, ...]:
     """The options in an order fixed by (run seed, uid): reproducible per question, different across seeds."""
     order = list(options)

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rft.data.base import DataError, Sample
+
+ORIENTATION = 0x0112  # the EXIF tag `ImageOps.exif_transpose` applies
 
 
 class LazyImage:
@@ -67,29 +69,66 @@ class LazyImage:
 
     def check(self) -> None:
         """Cheap check: the image exists, its header decodes and it is taller than the crop."""
+        height = self.size()[1] + self.crop_bottom
+        if height <= self.crop_bottom:
+            raise DataError(
+                f"image {self.name} is {height} px tall, not taller than task.crop_bottom={self.crop_bottom}"
+            )
+
+    def size(self) -> tuple[int, int]:
+        """(width, height) of `load()`'s image, from the header alone: EXIF orientation and crop applied."""
         with self._open() as img:
-            if img.height <= self.crop_bottom:
-                raise DataError(
-                    f"image {self.name} is {img.height} px tall, not taller than task.crop_bottom={self.crop_bottom}"
-                )
+            w, h = img.size
+            try:
+                turned = img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+            except (OSError, ValueError, SyntaxError):
+                turned = False  # an unreadable EXIF block: load() reports the image if it cannot decode
+        if turned:
+            w, h = h, w
+        return w, h - self.crop_bottom
 
     def load(self) -> Image.Image:
-        """The decoded, cropped image (in its own mode)."""
+        """The decoded image as a person sees it (EXIF orientation applied), cropped, in its own mode."""
         img = self._open()
         try:
             img.load()
-        except (OSError, ValueError) as err:
+            img = ImageOps.exif_transpose(img)
+        except (OSError, ValueError, SyntaxError) as err:
             raise DataError(f"image {self.name} is corrupt ({err}); re-download or replace it") from None
         if self.crop_bottom:
             img = img.crop((0, 0, img.width, img.height - self.crop_bottom))
         return img
 
     def convert(self, mode: str = "RGB") -> Image.Image:
-        return self.load().convert(mode)
+        """The loaded image in `mode`; "RGB" goes through `to_rgb` (alpha on white, 16-bit scaled, CMYK)."""
+        img = self.load()
+        return to_rgb(img) if mode == "RGB" else img.convert(mode)
 
     def numpy(self) -> np.ndarray:
         """[H, W, 3] uint8 RGB (wandb.Image calls this on objects that are not PIL images)."""
         return np.asarray(self.convert("RGB"))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """`img` as 8-bit RGB the way a viewer shows it: transparency composited on white, 16-bit and 32-bit
+    greyscale scaled to 0-255 (PIL's own `convert` clips them to white), palette and CMYK converted."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        peak = float(a.max()) if a.size else 0.0
+        top = next(
+            t for t in (1.0, 255.0, 65535.0, peak) if peak <= t
+        )  # the range the values were written in
+        top = 65535.0 if img.mode.startswith("I;16") else top
+        return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 class ParquetImages:

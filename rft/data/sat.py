@@ -9,15 +9,18 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
 from PIL import ImageDraw
 
 from rft.config import TaskConfig
-from rft.data.base import DataError, Sample, Task, shuffled_options
+from rft.data.base import DataError, Sample, Task, option_problem, shuffled_options
 from rft.data.draw import COLOURS, OBJECT_SHAPES, draw_shape, noisy_background
 from rft.data.images import LazyImage, ParquetCell, ParquetImages
+
+log = logging.getLogger(__name__)
 
 SAT_DIR = "SAT"
 SAT_FILES = {"train": "SAT_train.parquet", "val": "SAT_val.parquet", "test": "SAT_test.parquet",
@@ -85,6 +88,7 @@ def load_sat_split(
     pf = open_parquet(path, SAT_COLUMNS)
     store = ParquetImages(path, "image_bytes", SAT_BATCH_ROWS)
     rows: list[Sample] = []
+    dropped: list[str] = []  # rows whose options would let a wrong answer score (`option_problem`)
     start = 0
     for batch in pf.iter_batches(batch_size=SAT_BATCH_ROWS, columns=list(SAT_COLUMNS)):
         if first_n:
@@ -107,19 +111,30 @@ def load_sat_split(
             for j, name in enumerate(names):  # the header check, while the bytes are at hand
                 LazyImage(cells[r].values[j].as_py(), name).check()
             uid = f"{split}-{i}"
+            shown = shuffled_options(opts, seed, uid) if shuffle else tuple(opts)
+            if problem := option_problem(shown, shuffle):  # upstream rows may have these: drop, never score
+                dropped.append(f"row {i}: {problem}")
+                continue
             rows.append(
                 Sample(
                     uid=uid,
                     images=tuple(LazyImage(ParquetCell(store, i, j), name) for j, name in enumerate(names)),
                     question=str(questions[r]),
                     answer=str(correct[r]),
-                    options=shuffled_options(opts, seed, uid) if shuffle else tuple(opts),
+                    options=shown,
                     qtype=str(qtypes[r] or ""),
                 )
             )
         start += batch.num_rows
         if first_n and start >= first_n:
             break
+    if dropped:
+        log.warning(
+            "%s: dropped %d question(s) whose options would let a wrong answer score as correct, e.g. %s",
+            path,
+            len(dropped),
+            "; ".join(dropped[:3]),
+        )
     return rows
 
 
