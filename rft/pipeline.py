@@ -56,12 +56,17 @@ def model_dir(cfg: RunConfig) -> str:
     """The folder (or, online, hub id) the policy loads from; a cold built-in model is built here, by rank 0.
 
     `tiny_base` is built by its pretraining (`rft.testbed`); the other built-in presets by `rft.tiny`; hub
-    downloads have their own file locks.
+    downloads have their own file locks. A build seeds and draws from the global RNGs; they are put back after
+    it, so a run draws the same numbers whether its model was cached or built (tests/test_faults.py).
     """
-    with distributed.rank0_first():
-        if cfg.model.builtin and cfg.model.path is None and cfg.model.id == "tiny_base":
-            return str(testbed.build_tiny_base(Path(cfg.model.cache_dir).expanduser(), cfg.model.seed))
-        return models.resolve_model_dir(cfg.model)
+    rng = checkpoint.rng_state()
+    try:
+        with distributed.rank0_first():
+            if cfg.model.builtin and cfg.model.path is None and cfg.model.id == "tiny_base":
+                return str(testbed.build_tiny_base(Path(cfg.model.cache_dir).expanduser(), cfg.model.seed))
+            return models.resolve_model_dir(cfg.model)
+    finally:
+        checkpoint.set_rng_state(rng)
 
 
 def is_zero3_training(cfg: RunConfig) -> bool:
