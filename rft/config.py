@@ -303,6 +303,11 @@ class RFTConfig(MethodConfig):
             f"method.group_size (G) must be >= 2 for group advantages, got {self.group_size}",
         )
         _require(
+            self.rollout_batch_size > 0,
+            f"method.rollout_batch_size must be > 0, got {self.rollout_batch_size}; e.g. "
+            f"method.rollout_batch_size={4 * self.group_size}",
+        )
+        _require(
             self.rollout_batch_size % self.group_size == 0,
             f"method.rollout_batch_size ({self.rollout_batch_size}) must be divisible by method.group_size "
             f"({self.group_size}); e.g. set method.rollout_batch_size={self.group_size * max(1, self.rollout_batch_size // self.group_size)}",
@@ -493,6 +498,7 @@ class RunConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        _require(self.threads >= 0, f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         _require(
             self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
             f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N (e.g. cuda:0)",

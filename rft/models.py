@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil
 
 from rft import tiny
@@ -75,7 +76,15 @@ def check_architecture(model_dir: str, trust_remote_code: bool) -> str:
     Returns:
         The model_type string, e.g. "qwen2_vl".
     """
-    cfg = json.loads(Path(model_dir, "config.json").read_text())
+    try:
+        cfg = json.loads(Path(model_dir, "config.json").read_text())
+    except ValueError as err:  # a truncated or hand-edited file
+        cfg = f"not valid JSON ({err})"
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(
+            f"{model_dir}/config.json is {cfg if isinstance(cfg, str) else 'not a JSON object'}; it is damaged "
+            "(a partial copy?): copy the model folder again, or re-save it with save_pretrained"
+        )
     model_type = cfg.get("model_type", "<missing>")
     if "auto_map" in cfg and not trust_remote_code:
         raise ModelLoadError(
@@ -159,13 +168,19 @@ def load_model(
     check_architecture(model_dir, cfg.trust_remote_code)
     processor = load_processor(model_dir, cfg)
     dtype = "auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_dir,
-        dtype=dtype,
-        attn_implementation=attention_implementation(cfg.attn_implementation),
-        trust_remote_code=cfg.trust_remote_code,
-        use_safetensors=True,
-    )
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_dir,
+            dtype=dtype,
+            attn_implementation=attention_implementation(cfg.attn_implementation),
+            trust_remote_code=cfg.trust_remote_code,
+            use_safetensors=True,
+        )
+    except (OSError, SafetensorError) as err:  # no *.safetensors, or one cut short by a partial copy
+        raise ModelLoadError(
+            f"could not read the weights in {model_dir}: {type(err).__name__}: {err}. The folder needs complete "
+            "*.safetensors weights (saved with save_pretrained): copy the model folder again"
+        ) from err
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     return prepare_for_training(model, cfg), processor
 

@@ -682,3 +682,200 @@ def test_non_finite_max_grad_norm_is_rejected_by_the_schema() -> None:
             ConfigError, match="method.max_grad_norm must be finite, got nan; pass a finite number"
         ):
             schema(max_grad_norm=float("nan"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Round three: the values, files, folders and overrides nobody had listed (docs/bad_inputs.md rows 86-)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _configs():
+    from rft.config import EvalConfig, LoggerConfig, RFTConfig, TaskConfig
+
+    return {
+        "rollout_batch_size=0": (
+            lambda: RFTConfig(rollout_batch_size=0, group_size=4, micro_batch_size=4),
+            "method.rollout_batch_size must be > 0, got 0; e.g. method.rollout_batch_size=16",
+        ),
+        "threads=-1": (
+            lambda: RunConfig(threads=-1),
+            r"threads must be >= 0 \(0 = torch's default\), got -1",
+        ),
+        "train_size=-1": (lambda: TaskConfig(train_size=-1), "task.train_size must be > 0, got -1"),
+        "test_size=0": (lambda: TaskConfig(test_size=0), "task.test_size must be > 0, got 0"),
+        "image_size=0": (lambda: TaskConfig(image_size=0), "task.image_size must be >= 28 pixels, got 0"),
+        "first_n=-1": (lambda: TaskConfig(first_n=-1), r"task.first_n must be >= 0 \(0 = all rows\), got -1"),
+        "eval.batch_size=0": (lambda: EvalConfig(batch_size=0), "eval.batch_size must be > 0, got 0"),
+        "eval.limit=-1": (
+            lambda: EvalConfig(limit=-1),
+            r"eval.limit must be >= 0 \(0 = full split\), got -1",
+        ),
+        "steps=0": (lambda: RFTConfig(steps=0), "method.steps must be > 0, got 0"),
+        "temperature=0": (lambda: RFTConfig(temperature=0.0), "method.temperature must be > 0, got 0.0"),
+        "clip_eps<0": (lambda: RFTConfig(clip_eps=-0.1), "method.clip_eps must be > 0, got -0.1"),
+        "device=tpu": (lambda: RunConfig(device="tpu"), "device='tpu' is not one of auto, cpu, cuda, cuda:N"),
+        "logger.backend=foo": (
+            lambda: LoggerConfig(backend="foo"),
+            "logger.backend='foo' must be wandb or none",
+        ),
+        "min_pixels=0": (
+            lambda: ModelConfig(min_pixels=0),
+            r"model.min_pixels \(0\) must be > 0 and <= model.max_pixels",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_configs()))
+def test_round_three_config_values(case):
+    make, needle = _configs()[case]
+    with pytest.raises(ConfigError, match=needle):
+        make()
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("task=fgvc_synthh", "Could not find 'task/fgvc_synthh'"),
+        ("method=", "Could not find 'method/'"),
+        ("mehtod.lr=1", "Could not override 'mehtod.lr'"),
+        ("method.lr=", "Error merging override method.lr="),
+        ("method.group_size=2.5", "Error merging override method.group_size=2.5"),
+        ("seed=abc", "Error merging override seed=abc"),
+        ("logger.tags=notalist", "Error merging override logger.tags=notalist"),
+        ("dist=zero9", "Could not find 'dist/zero9'"),
+    ],
+)
+def test_round_three_command_line_typos_fail_at_compose(override, needle):
+    from hydra import compose, initialize_config_dir
+
+    import experiments.schemas  # noqa: F401  (registers the schemas in Hydra's ConfigStore)
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        with pytest.raises(Exception, match=re.escape(needle)):
+            compose("config", overrides=[override])
+
+
+def test_unknown_eval_split_is_a_data_error_before_the_model_loads(tmp_path, monkeypatch):
+    no_model_load(monkeypatch)
+    cfg = tiny_run_config(tmp_path, "rft")
+    cfg.eval.split = "dev"
+    with pytest.raises(DataError, match=r"has no split 'dev'; it has \['test', 'train'\]: pass eval.split="):
+        pipeline.run(cfg, tmp_path / "run")
+    assert not Path(cfg.results_csv).exists()
+
+
+def test_resume_pointing_at_a_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"resume='.*notes.txt' holds no complete checkpoint"):
+        checkpoint.resolve_resume(str(tmp_path / "notes.txt"), tmp_path / "run")
+
+
+def _banner(root: Path, case: str) -> None:
+    train, image = root / "train.jsonl", root / "images"
+    if case == "empty":
+        train.write_text("")
+    elif case == "bom":
+        train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    elif case == "crlf":
+        train.write_bytes(train.read_bytes().replace(b"\n", b"\r\n"))
+    elif case == "blank_lines":
+        train.write_text(train.read_text() + "\n\n")
+    elif case == "list_line":
+        train.write_text(train.read_text() + "[1, 2]\n")
+    elif case == "not_json":
+        train.write_text(train.read_text() + "{oops\n")
+    elif case == "null_question":
+        row = {"image": "images/train_0.jpg", "question": None, "options": ["x", "y"], "answer": "x"}
+        train.write_text(train.read_text() + json.dumps(row) + "\n")
+    elif case == "image_is_folder":
+        row = {"image": "images", "question": "q", "options": ["x", "y"], "answer": "x"}
+        train.write_text(train.read_text() + json.dumps(row) + "\n")
+    elif case == "text_image":
+        (image / "train_0.jpg").write_text("hello, not an image")
+    elif case == "zero_byte_image":
+        (image / "train_1.png").write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("bom", None),
+        ("crlf", None),
+        ("blank_lines", None),
+        ("empty", r"banner split 'train' \(.*train.jsonl\) has no rows"),
+        ("list_line", r"train.jsonl:7: a row must be a JSON object, got list"),
+        ("not_json", r"train.jsonl:7: not valid JSON \(Expecting property name"),
+        (
+            "null_question",
+            r"train.jsonl:7: missing field 'question'; every row needs image, question and answer",
+        ),
+        ("image_is_folder", r"train.jsonl:7: image .*images does not exist; fix the 'image' path"),
+        (
+            "text_image",
+            r"image .*train_0.jpg is not a readable image \(cannot identify .*\); re-download or replace",
+        ),
+        ("zero_byte_image", r"image .*train_1.png is not a readable image .*; re-download or replace it"),
+    ],
+)
+def test_round_three_banner_files(tmp_path, case, needle):
+    from rft.config import TaskConfig
+    from rft.data.images import verify_images
+    from rft.data.registry import build_task
+    from tests.test_datasets import write_banner
+
+    root = write_banner(tmp_path / "banner")
+    _banner(root, case)
+
+    def load():
+        task = build_task(TaskConfig(name="banner", root=str(root)), splits=("train", "test"))
+        verify_images(task.split("train") + task.split("test"))
+        return task
+
+    if needle is None:
+        assert len(load().split("train")) == 6
+        return
+    with pytest.raises(DataError, match=needle):
+        load()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_folder() -> Path:
+    return Path(models.resolve_model_dir(ModelConfig(**TINY_MODEL)))
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        (
+            "truncated_config",
+            r"config.json is not valid JSON \(Unterminated .*\); it is damaged .*copy the model",
+        ),
+        ("config_not_an_object", r"config.json is not a JSON object; it is damaged"),
+        (
+            "truncated_safetensors",
+            r"could not read the weights in .*: SafetensorError: .*copy the model folder",
+        ),
+        ("no_safetensors", r"could not read the weights in .*: OSError: .*copy the model folder again"),
+        ("only_config_json", r"has no tokenizer files"),
+    ],
+)
+def test_round_three_damaged_model_folders(tmp_path, tiny_model_folder, case, needle):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_folder, folder)
+    config, weights = folder / "config.json", folder / "model.safetensors"
+    if case == "truncated_config":
+        config.write_text(config.read_text()[:40])
+    elif case == "config_not_an_object":
+        config.write_text("[]")
+    elif case == "truncated_safetensors":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif case == "no_safetensors":
+        weights.unlink()
+    elif case == "only_config_json":
+        for path in folder.iterdir():
+            if path.name != "config.json":
+                path.unlink()
+    with pytest.raises(models.ModelLoadError, match=needle):
+        models.load_model(ModelConfig(**{**TINY_MODEL, "path": str(folder)}), str(folder))

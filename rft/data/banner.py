@@ -34,7 +34,8 @@ def load_banner_jsonl(root: str | Path | None, split: str, *, seed: int, shuffle
         raise DataError(f"missing file {path} (split {split!r}); see docs/data.md for the banner format")
     rows = []
     seen: dict[str, int] = {}  # id -> line
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    # utf-8-sig: a BOM (Windows editors write one) is dropped; splitlines takes CRLF too
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"

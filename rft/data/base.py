@@ -118,7 +118,10 @@ class Task:
 
     def split(self, name: str) -> list[Sample]:
         if name not in self.splits:
-            raise ValueError(f"task {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
+            raise DataError(
+                f"task {self.name!r} has no split {name!r}; it has {sorted(self.splits)}: pass eval.split= (or "
+                "task.train_split=) one of them"
+            )
         return self.splits[name]
 
 
