@@ -58,11 +58,31 @@ class Interrupted(Exception):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# The config groups that shape what a run trains; logging, paths, threads and the launcher do not.
+RUN_DEFINING = ("task", "method", "model", "reward", "budget", "seed")
+
+
 def config_hash(cfg: RunConfig) -> str:
-    """A short hash of everything that shapes training (the config without `resume`)."""
-    tree = dataclasses.asdict(cfg)
-    tree.pop("resume", None)
+    """A short hash of what shapes training: the task, method, model, reward and budget settings and the seed."""
+    tree = {key: value for key, value in dataclasses.asdict(cfg).items() if key in RUN_DEFINING}
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_same_run(path: Path, cfg: RunConfig) -> None:
+    """Refuse to resume from a checkpoint written under other training settings, unless the config allows it.
+
+    Raises:
+        ConfigError: the hashes differ and `resume_allow_changes` is false; the message names both fixes.
+    """
+    saved = read_meta(path).get("config_hash")
+    now = config_hash(cfg)
+    if saved and saved != now and not cfg.resume_allow_changes:
+        raise ConfigError(
+            f"resume: {path} was written by a run with other task/method/model/reward/budget/seed settings "
+            f"(config hash {saved}, this command {now}); a resume continues the same run. Pass "
+            "resume_allow_changes=true to continue it under the new settings (e.g. more method.steps), or give "
+            "this run its own folder (hydra.run.dir=...) with resume=none"
+        )
 
 
 # Checkpoints written before meta.json listed its files: these must be there and non-empty.

@@ -474,6 +474,8 @@ class RunConfig:
         method: A ZeroShotConfig, RFTConfig or SFTConfig (the `method=` option picks the schema).
         results_csv: The shared results table every run appends one row to.
         threads: torch intra-op threads (0 leaves torch's default).
+        resume_allow_changes: A resume continues the same run: a checkpoint written under other task, method,
+            model, reward, budget or seed settings is refused unless this is true (e.g. to add method.steps).
         device: Where the policy, the reference, every batch and evaluation live: "auto" (`cuda:LOCAL_RANK` when
             CUDA is available, else the CPU), "cpu", "cuda" (this rank's GPU) or "cuda:N". Resolved once per run
             (`rft.distributed.resolve_device`); asking for CUDA where there is none fails at start.
@@ -491,6 +493,7 @@ class RunConfig:
     dist: DistConfig = field(default_factory=DistConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: str = "none"
+    resume_allow_changes: bool = False
     seed: int = 0
     name: str = "run"
     results_csv: str = "outputs/results.csv"

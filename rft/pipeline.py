@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from rft import checkpoint, distributed, evaluate, grpo, models, sft, testbed
 from rft.config import ConfigError, RFTConfig, RunConfig, SFTConfig, validate
@@ -67,6 +68,24 @@ def model_dir(cfg: RunConfig) -> str:
             return models.resolve_model_dir(cfg.model)
     finally:
         checkpoint.set_rng_state(rng)
+
+
+def claim_run_dir(run_dir: Path) -> FileLock:
+    """Hold `run_dir/.run.lock` for the run: a run folder belongs to one run at a time.
+
+    Raises:
+        ConfigError: another process holds it.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / ".run.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(
+            f"{run_dir} is in use by another run (its lock {run_dir / '.run.lock'} is held); give this run its own "
+            "folder (hydra.run.dir=...), or wait for the other one to finish"
+        ) from None
+    return lock
 
 
 def is_zero3_training(cfg: RunConfig) -> bool:
@@ -185,9 +204,18 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
     validate(cfg, world)
     device = distributed.resolve_device(cfg.device)  # the run's one device decision
     if cfg.resume != "none" and (done := finished_row(run_dir)) is not None:
+        ours = axes(cfg)
+        theirs = {key: getattr(done, key) for key in ours}
+        if theirs != ours:  # a run folder belongs to one run
+            raise ConfigError(
+                f"{run_dir} holds a finished run of {theirs}, not {ours}; resume=auto continues or returns that "
+                "same run only. Give this run its own folder (hydra.run.dir=...) or resume=none"
+            )
         log.info("resume=%s: %s already finished; returning its results.json", cfg.resume, run_dir)
         return done
     resume_from = checkpoint.resolve_resume(cfg.resume, run_dir)
+    if resume_from is not None:  # before anything loads: a resume continues the same run
+        checkpoint.check_same_run(resume_from, cfg)
     if world > 1:
         distributed.install_rank_logging()
     if cfg.threads > 0:
@@ -225,70 +253,78 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         "task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set)
     )
 
-    if is_main:  # one run, one output directory: rank 0 alone writes
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if config_yaml:
-            atomic_write_text(run_dir / "config.yaml", config_yaml)
-    row = ResultRow(
-        run_id=run_dir.name,
-        status="running",
-        **axes(cfg),
-        n_train=len(train_set),
-        min_pixels=pixels[0],
-        max_pixels=pixels[1],
-        train_source=cfg.task.train_source or cfg.task.source,
-        crop_bottom=cfg.task.crop_bottom,
-        eval_multi_image=cfg.task.eval_multi_image,
-        think=cfg.reward.think,
-        loss_agg=cfg.method.loss_agg if isinstance(cfg.method, RFTConfig) else None,
-        group_size=cfg.method.group_size if isinstance(cfg.method, RFTConfig) else None,
-        max_new_tokens=cfg.method.max_new_tokens,
-        dist=cfg.dist.name,
-        world_size=world,
-        run_dir=str(run_dir),
-        resumed_from=str(resume_from) if resume_from else None,
-        git_commit=git_commit(REPO_ROOT),
-    )
-    if resume_from is not None and is_main:  # steps after the checkpoint are logged again by the resumed run
-        checkpoint.truncate_metrics(run_dir / "metrics.jsonl", checkpoint.read_meta(resume_from)["step"])
-    tracker = Tracker(
-        run_dir,
-        enabled=is_main,
-        backend=cfg.logger.backend,
-        project=cfg.logger.project,
-        entity=cfg.logger.entity,
-        group=redact(cfg.logger.group),
-        name=redact(cfg.name),
-        tags=redact(list(cfg.logger.tags)),  # W&B stores these outside the (redacted) config
-        mode=cfg.logger.mode,
-        config=dataclasses.asdict(cfg),
-        axes=axes(cfg),
-    )
-    # SIGTERM/SIGINT during training: finish the step, save a checkpoint, exit; elsewhere: stop at once.
-    stop = checkpoint.StopRequest()
-    ckpt = checkpoint.Checkpointer(
-        run_dir / "checkpoints",
-        cfg.checkpoint,
-        config_hash=checkpoint.config_hash(cfg),
-        resume_from=resume_from,
-        stop=stop,
-        processor=processor,
-    )
-
-    def evaluate_all(model) -> list[dict]:
-        """Greedy eval of the eval set, sharded over ranks; every rank gets every prediction row."""
-        _, shard = evaluate.evaluate(
-            model,
-            processor,
-            task,
-            eval_set[distributed.rank() :: world],
+    lock = claim_run_dir(run_dir) if is_main else None  # before anything is written into the folder
+    try:
+        if is_main:  # one run, one output directory: rank 0 alone writes
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if config_yaml:
+                atomic_write_text(run_dir / "config.yaml", config_yaml)
+        row = ResultRow(
+            run_id=run_dir.name,
+            status="running",
+            **axes(cfg),
+            n_train=len(train_set),
+            min_pixels=pixels[0],
+            max_pixels=pixels[1],
+            train_source=cfg.task.train_source or cfg.task.source,
+            crop_bottom=cfg.task.crop_bottom,
+            eval_multi_image=cfg.task.eval_multi_image,
             think=cfg.reward.think,
+            loss_agg=cfg.method.loss_agg if isinstance(cfg.method, RFTConfig) else None,
+            group_size=cfg.method.group_size if isinstance(cfg.method, RFTConfig) else None,
             max_new_tokens=cfg.method.max_new_tokens,
-            batch_size=cfg.eval.batch_size,
-            device=device,
+            dist=cfg.dist.name,
+            world_size=world,
+            run_dir=str(run_dir),
+            resumed_from=str(resume_from) if resume_from else None,
+            git_commit=git_commit(REPO_ROOT),
         )
-        return distributed.gather_rows(shard)
+        if (
+            resume_from is not None and is_main
+        ):  # steps after the checkpoint are logged again by the resumed run
+            checkpoint.truncate_metrics(run_dir / "metrics.jsonl", checkpoint.read_meta(resume_from)["step"])
+        tracker = Tracker(
+            run_dir,
+            enabled=is_main,
+            backend=cfg.logger.backend,
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            group=redact(cfg.logger.group),
+            name=redact(cfg.name),
+            tags=redact(list(cfg.logger.tags)),  # W&B stores these outside the (redacted) config
+            mode=cfg.logger.mode,
+            config=dataclasses.asdict(cfg),
+            axes=axes(cfg),
+        )
+        # SIGTERM/SIGINT during training: finish the step, save a checkpoint, exit; elsewhere: stop at once.
+        stop = checkpoint.StopRequest()
+        ckpt = checkpoint.Checkpointer(
+            run_dir / "checkpoints",
+            cfg.checkpoint,
+            config_hash=checkpoint.config_hash(cfg),
+            resume_from=resume_from,
+            stop=stop,
+            processor=processor,
+        )
 
+        def evaluate_all(model) -> list[dict]:
+            """Greedy eval of the eval set, sharded over ranks; every rank gets every prediction row."""
+            _, shard = evaluate.evaluate(
+                model,
+                processor,
+                task,
+                eval_set[distributed.rank() :: world],
+                think=cfg.reward.think,
+                max_new_tokens=cfg.method.max_new_tokens,
+                batch_size=cfg.eval.batch_size,
+                device=device,
+            )
+            return distributed.gather_rows(shard)
+
+    except BaseException:  # setup failed before the run's own try/finally: give the folder back
+        if lock is not None:
+            lock.release()
+        raise
     try:
         stop.install()
         train_stats: dict[str, float] = {}
@@ -335,6 +371,8 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         raise
     finally:
         stop.uninstall()
+        if lock is not None:
+            lock.release()
         row.wall_s = round(time.time() - t0, 2)
         row.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         record = row.to_record()

@@ -23,8 +23,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rft import checkpoint
+from rft import checkpoint, pipeline
 from rft.results import read_results
+from tests.conftest import tiny_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -178,3 +179,52 @@ def test_signal_saves_a_checkpoint_marks_the_row_and_exits(tmp_path, signum):
         assert rows[1]["resumed_from"].endswith(f"step_{last_step:06d}")
         steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
         assert steps == list(range(1, 13))
+
+
+# --- a run folder belongs to one run ---------------------------------------------------------------------------
+
+
+def test_a_resume_with_other_training_settings_is_refused_before_loading(tmp_path, monkeypatch):
+    from rft import models
+    from rft.config import CheckpointConfig, ConfigError
+
+    cfg = tiny_run_config(tmp_path, "rft", checkpoint=CheckpointConfig(every=1))
+    pipeline.run(cfg, tmp_path / "run")
+    (tmp_path / "run" / "results.json").unlink()  # as if killed after its checkpoints
+    changed = tiny_run_config(tmp_path, "rft", resume="auto")
+    changed.method.lr = 5e-4
+    real_load = models.load_model
+    monkeypatch.setattr(
+        models, "load_model", lambda *a, **k: pytest.fail("must fail before loading the model")
+    )
+    with pytest.raises(
+        ConfigError, match="other task/method/model/reward/budget/seed settings.*resume_allow_changes"
+    ):
+        pipeline.run(changed, tmp_path / "run")
+    monkeypatch.setattr(models, "load_model", real_load)
+    changed.resume_allow_changes = True  # the explicit switch: continue under the new settings
+    assert pipeline.run(changed, tmp_path / "run").status == "finished"
+
+
+def test_resume_auto_on_a_finished_run_of_another_seed_is_refused(tmp_path):
+    from rft.config import ConfigError
+
+    pipeline.run(tiny_run_config(tmp_path, "sft"), tmp_path / "run")
+    with pytest.raises(ConfigError, match="holds a finished run of .*'seed': 0.*not .*'seed': 1"):
+        pipeline.run(tiny_run_config(tmp_path, "sft", resume="auto", seed=1), tmp_path / "run")
+    same = pipeline.run(tiny_run_config(tmp_path, "sft", resume="auto"), tmp_path / "run")
+    assert same.status == "finished" and same.seed == 0  # the same run is returned, not rerun
+
+
+def test_two_runs_never_share_a_run_folder(tmp_path):
+    from filelock import FileLock
+
+    from rft.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with FileLock(run_dir / ".run.lock"):  # another run holds the folder
+        with pytest.raises(ConfigError, match="is in use by another run"):
+            pipeline.run(tiny_run_config(tmp_path, "sft"), run_dir)
+    assert not (run_dir / "metrics.jsonl").exists() and not (tmp_path / "results.csv").exists()
+    assert pipeline.run(tiny_run_config(tmp_path, "sft"), run_dir).status == "finished"  # released: it runs
