@@ -506,6 +506,10 @@ class RunConfig:
             self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
             f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N (e.g. cuda:0)",
         )
+        _require(
+            0 <= self.seed < 2**32,
+            f"seed={self.seed} is outside [0, 2**32), the range numpy's and torch's generators accept; pass e.g. seed=0",
+        )
 
 
 def validate(cfg: RunConfig, world_size: int = 1) -> None:

@@ -879,3 +879,21 @@ def test_round_three_damaged_model_folders(tmp_path, tiny_model_folder, case, ne
                 path.unlink()
     with pytest.raises(models.ModelLoadError, match=needle):
         models.load_model(ModelConfig(**{**TINY_MODEL, "path": str(folder)}), str(folder))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_the_generators_refuse_fails_at_compose(seed):
+    with pytest.raises(ConfigError, match=rf"seed={seed} is outside \[0, 2\*\*32\)"):
+        RunConfig(seed=seed)
+
+
+def test_a_decompression_bomb_is_one_data_error(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from rft.data.images import LazyImage
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels > 2 x the limit: PIL refuses to decode
+    with pytest.raises(DataError, match="too large to decode safely.*replace it with a downscaled copy"):
+        LazyImage(path, str(path)).check()

@@ -62,6 +62,11 @@ class LazyImage:
             raise DataError(
                 f"image {self.name} does not exist; restore the file or re-download the data"
             ) from None
+        except Image.DecompressionBombError as err:
+            raise DataError(
+                f"image {self.name} is too large to decode safely ({err}); a decompression bomb or a huge scan: "
+                "replace it with a downscaled copy"
+            ) from None
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(
                 f"image {self.name} is not a readable image ({err}); re-download or replace it"
