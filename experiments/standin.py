@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from rft.processor import SPECIAL_TOKENS
+
 KINDS = ("qwen2vl_2b", "qwen25vl_3b")
 
 # The real text and vision shapes, from the hub `config.json` of each model (public copies: e.g. a Qwen2-VL-2B
@@ -102,22 +104,8 @@ TOKEN_IDS = dict(
     image_token_id=151655,
     video_token_id=151656,
 )
-# The additional_special_tokens list of tokenizer_config.json (everything special except <|endoftext|>).
-ADDITIONAL_SPECIAL_TOKENS = [
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
+# The additional_special_tokens of tokenizer_config.json: every special token but <|endoftext|>.
+ADDITIONAL_SPECIAL_TOKENS = list(SPECIAL_TOKENS[1:])
 
 # The Jinja chat template of Qwen2-VL-Instruct (chat_template.json / tokenizer_config.json of the hub repos; the
 # same text is reproduced in many public projects). Used for Qwen2.5-VL-3B-Instruct too: public Qwen2.5-VL code

@@ -185,3 +185,19 @@ def install_rank_logging() -> None:
     for handler in root.handlers:
         if not any(isinstance(f, RankFilter) for f in handler.filters):
             handler.addFilter(RankFilter())
+
+
+def full_numel(p: torch.Tensor) -> int:
+    """A parameter's full size, also when ZeRO-3 holds only a shard of it on this rank (`ds_numel`)."""
+    return getattr(p, "ds_numel", p.numel())
+
+
+def held_numel(p: torch.Tensor) -> int:
+    """The elements of a parameter this rank holds: all of them, or its ZeRO-3 shard (`ds_tensor`)."""
+    return getattr(p, "ds_tensor", p).numel()
+
+
+def held_parameters(module: torch.nn.Module) -> str:
+    """`"<held> of <total> parameters on this rank"`: all of them, or a ZeRO-3 shard."""
+    params = list(module.parameters())
+    return f"{sum(held_numel(p) for p in params)} of {sum(full_numel(p) for p in params)} parameters on this rank"

@@ -77,16 +77,6 @@ def reference_policy(policy, ref):
             yield unwrap(policy)
 
 
-def _held_numel(p: torch.Tensor) -> int:
-    """The elements of a parameter this rank holds: all of them, or its ZeRO-3 shard (`ds_tensor`)."""
-    return getattr(p, "ds_tensor", p).numel()
-
-
-def _full_numel(p: torch.Tensor) -> int:
-    """A parameter's full size, also when ZeRO-3 holds only a shard of it on this rank."""
-    return getattr(p, "ds_numel", p.numel())
-
-
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """The reference policy: a copy of the initial weights, in eval mode, without gradients."""
     ref = copy.deepcopy(model).eval()
@@ -129,12 +119,7 @@ def train(
     engine = make_engine(cfg, model, device=device, lr_factor=warmup_constant(m.warmup_steps))
     if ref is not None:
         ref = engine.place_reference(ref)
-        held = sum(_held_numel(p) for p in ref.parameters())
-        log.info(
-            "reference policy: %d of %d parameters on this rank",
-            held,
-            sum(_full_numel(p) for p in ref.parameters()),
-        )
+        log.info("reference policy: %s", distributed.held_parameters(ref))
     logprobs = shared_prompt_logprobs if m.share_prompt else completion_logprobs
     stream = PromptStream(train_set, seed=cfg.seed)
     terms = [(t.fn, t.weight) for t in cfg.reward.terms]

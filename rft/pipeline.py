@@ -120,18 +120,11 @@ def whole_weights(cfg: RunConfig, model):
         yield
 
 
-def held_parameters(model) -> str:
-    """`"<held> of <total> parameters on this rank"`: all of them, or a ZeRO-3 shard."""
-    params = list(model.parameters())
-    total = sum(getattr(p, "ds_numel", p.numel()) for p in params)
-    return f"{sum(getattr(p, 'ds_tensor', p).numel() for p in params)} of {total} parameters on this rank"
-
-
 def memory_estimate(cfg: RunConfig, model, world: int) -> str:
     """The one log line of `rft.memory.estimate` for this run: weights, gradients, optimizer, reference, logits."""
     base = models.unwrap(model)
     params = list(model.parameters())
-    numel = [getattr(p, "ds_numel", p.numel()) for p in params]  # ZeRO-3 shards report their full size
+    numel = [distributed.full_numel(p) for p in params]  # ZeRO-3 shards count at their full size
     return format_estimate(
         estimate(
             sum(numel),
@@ -146,7 +139,7 @@ def memory_estimate(cfg: RunConfig, model, world: int) -> str:
 
 def warn_if_large_on_cpu(model, device: torch.device) -> None:
     """A model of 1B+ parameters on the CPU is almost always a missing GPU, not a choice: say so loudly."""
-    params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in model.parameters())
+    params = sum(distributed.full_numel(p) for p in model.parameters())
     if device.type == "cpu" and params >= 1e9:
         log.warning(
             "!!! %.1fB-parameter model on the CPU: training will take days. CUDA is %s. Pass device=cuda to fail "
@@ -244,7 +237,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
     if not is_zero3_training(cfg):  # DeepSpeed and zero.Init place ZeRO-3 shards themselves
         model.to(device)
     warn_if_large_on_cpu(model, device)
-    log.info("policy on %s: %s", device, held_parameters(model))
+    log.info("policy on %s: %s", device, distributed.held_parameters(model))
     if isinstance(cfg.method, RFTConfig | SFTConfig):  # before any compute: a too-long prompt fails here
         check_prompt_lengths(processor, task, train_set, cfg.reward.think, cfg.method.max_prompt_tokens)
     pixels = models.pixel_budget(processor)  # what the processor enforces, recorded in the row
