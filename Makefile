@@ -55,20 +55,14 @@ sweep-tiny: venv  ## one sweep: SFT vs RFT over 1/4/16 shots x 3 seeds on the ti
 	$(PY) experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny_fgvc
 
 STUDY := outputs/study_tiny/$(shell date +%Y-%m-%d_%H-%M-%S)
-# one sweep of the tiny study: $(1) = sweeps/<name>.yaml, $(2) = extra overrides
-study_sweep = $(PY) experiments/run.py -m --config-dir sweeps --config-name $(1) threads=1 \
-	results_csv=$(STUDY)/results.csv hydra.sweep.dir=$(STUDY)/$(1) $(2)
-# the think level (acc_format) of the ablation is the rft_tiny job of the budget ladder, run once
-OTHER_LEVELS := reward=nothink,length_norm,length_norm_group
+# lanes of the tiny study: sweeps run side by side, one torch thread each (a 2-core machine: 2)
+TINY_LANES ?= 2
 
 tiny-base: venv  ## rebuild tiny_base from scratch (~10 min, 2 cores) and check it matches the shipped weights bit for bit
 	$(PY) -m rft.testbed --cache-dir $$(mktemp -d) --rebuild
 
-study-tiny: venv  ## the tiny study on tiny_base (RFT vs SFT ladder + thinking ablation, 2 tasks x 3 seeds) + report
-	( $(call study_sweep,zeroshot_tiny) && $(call study_sweep,rft_vs_sft_tiny_fgvc) && \
-	  $(call study_sweep,thinking_tiny_fgvc,$(OTHER_LEVELS)) ) & a=$$!; \
-	( $(call study_sweep,rft_vs_sft_tiny_sat) && $(call study_sweep,thinking_tiny_sat,$(OTHER_LEVELS)) ) & b=$$!; \
-	wait $$a && wait $$b
+study-tiny: venv  ## the tiny study on tiny_base (RFT vs SFT ladders + thinking ablation, 3 seeds) with progress, then the report
+	$(PY) experiments/study.py --study tiny --parallel $(TINY_LANES) --yes --out $(STUDY) threads=1
 	$(PY) experiments/report.py $(STUDY)
 
 report: venv  ## tables + plots from every run under outputs/ (REPORT_IN=<dir> to pick a sweep)

@@ -1,14 +1,18 @@
-"""The study at the paper's scale (`make study`): plan every `sweeps/study_*.yaml`, estimate, confirm, launch.
+"""Plan, estimate, confirm and launch a study: the paper's (`make study`, every `sweeps/study_*.yaml`) or the
+tiny one on CPU (`make study-tiny`, `TINY_SWEEPS`).
 
     python experiments/study.py --dry-run                  # the plan: jobs and estimated GPU-hours per sweep
     python experiments/study.py                            # plan, ask, then submit every sweep to SLURM
     python experiments/study.py --launcher local --yes     # or run them here, one sweep after another
+    python experiments/study.py --study tiny --launcher local --parallel 2 --yes threads=1   # make study-tiny
 
 Each sweep's grid is expanded with Hydra's compose API (as `tests/test_config.py` does), every job is validated
 at its world size, and a job that an earlier sweep already runs (the thinking ablation's `acc_format` level is
 a job of the RFT ladder) is dropped from the later sweep. Every job of one study run appends its row to
 `<out>/results.csv`, so `make report REPORT_IN=<out>` builds both tables. The GPU-hours are an idealised
 estimate from a per-job formula (`gpu_seconds`), not a measurement: the rates and their sources are below.
+While the sweeps run, one line reports the whole study (`progress_line`): jobs done of all, failures, time
+elapsed and an estimate of the time left, from the rows in `<out>/results.csv` (every job appends one).
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import copy
 import dataclasses
 import itertools
 import json
-import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +39,9 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from experiments.schemas import to_run_config  # noqa: E402  (importing it registers the schemas)
+from rft import results  # noqa: E402
 from rft.config import RFTConfig, RunConfig, SFTConfig, validate  # noqa: E402
+from rft.data.draw import GLYPH_CLASSES  # noqa: E402
 
 SWEEPS = ROOT / "sweeps"
 CONF = ROOT / "conf"
@@ -69,8 +75,10 @@ SFT_TARGET_TOKENS = 16
 PIXELS_PER_IMAGE_TOKEN = 28 * 28
 # test-split sizes (docs/data.md); banner is your own data, so its size is an assumption
 TEST_SIZES = {"fgvc": 3333, "sat": 150, "banner": 1000}
-# classes of a shots budget (FGVC-Aircraft variants)
-CLASSES = {"fgvc": 100}
+# classes of a shots budget: FGVC-Aircraft's variants, and the glyph models of its tiny stand-in, whose
+# train_size and test_size count images per class
+CLASSES = {"fgvc": 100, "fgvc_synth": len(GLYPH_CLASSES)}
+PER_CLASS_SIZES = {"fgvc_synth"}
 
 
 @dataclass
@@ -110,8 +118,22 @@ class SweepPlan:
         ]
 
 
-def study_sweeps() -> list[str]:
-    """The study's sweeps in launch order (alphabetical: the RFT ladders come before the thinking ablation)."""
+# The tiny study's sweeps (`make study-tiny`, docs/tiny_study.md) in launch order: the base row, both
+# ladders, then the thinking ablation, whose think level is a job of the ladder and so runs once.
+TINY_SWEEPS = [
+    "zeroshot_tiny",
+    "rft_vs_sft_tiny_fgvc",
+    "rft_vs_sft_tiny_sat",
+    "thinking_tiny_fgvc",
+    "thinking_tiny_sat",
+]
+
+
+def study_sweeps(study: str = "paper") -> list[str]:
+    """A study's sweeps in launch order. The paper's: every `study_*.yaml`, alphabetical (the RFT ladders come
+    before the thinking ablation); the tiny one: `TINY_SWEEPS`."""
+    if study == "tiny":
+        return list(TINY_SWEEPS)
     return sorted(p.stem for p in SWEEPS.glob("study_*.yaml"))
 
 
@@ -196,7 +218,17 @@ def train_size(cfg: RunConfig) -> int:
     """Training examples of the budget: k shots x classes, N samples, or (full) the task's train_size."""
     if cfg.budget.kind == "shots":
         return cfg.budget.size * CLASSES.get(cfg.task.name, 1)
-    return cfg.budget.size if cfg.budget.kind == "samples" else cfg.task.train_size
+    if cfg.budget.kind == "samples":
+        return cfg.budget.size
+    return cfg.task.train_size * (CLASSES[cfg.task.name] if cfg.task.name in PER_CLASS_SIZES else 1)
+
+
+def eval_size(cfg: RunConfig) -> int:
+    """Questions evaluated: eval.limit, the real test split's size, or the synthetic task's test_size."""
+    if cfg.eval.limit:
+        return cfg.eval.limit
+    per_class = CLASSES[cfg.task.name] if cfg.task.name in PER_CLASS_SIZES else 1
+    return TEST_SIZES.get(cfg.task.name, cfg.task.test_size * per_class)
 
 
 def gpu_seconds(cfg: RunConfig, world_size: int) -> float | None:
@@ -206,7 +238,7 @@ def gpu_seconds(cfg: RunConfig, world_size: int) -> float | None:
         forward token  2N / (PEAK_FLOPS x MATMUL_UTILISATION)      update token: 3x that
         decode token   2N bytes / (HBM_BYTES_PER_S x HBM_UTILISATION) / sequences decoded together per GPU
         rft   steps x [B x P prefill + C x T decode + (B x P + C x T) x (reference forward + mu updates)]
-        sft   ceil(epochs x n_train / batch) x batch x (P + target) update tokens
+        sft   steps (or ceil(epochs x n_train / batch)) x batch x (P + target) update tokens
         eval  n_test x (P prefill + T decode), at eval.batch_size sequences per GPU; twice with eval.before
     with C = rollout_batch_size completions per step, B = C / G prompts (each prompt is run once, its K/V
     shared by its G completions), P prompt tokens, T = max_new_tokens; plus JOB_OVERHEAD_S on every GPU.
@@ -227,11 +259,106 @@ def gpu_seconds(cfg: RunConfig, world_size: int) -> float | None:
         passes = (1 if m.beta > 0 else 0) + (1 if m.mu > 1 else 0) + 3 * m.mu
         seconds += m.steps * (b * p * fwd + c * t * decode(c // world_size) + (b * p + c * t) * passes * fwd)
     elif isinstance(m, SFTConfig):
-        steps = math.ceil(m.epochs * train_size(cfg) / m.batch_size)
+        steps = m.total_steps(train_size(cfg))
         seconds += steps * m.batch_size * (p + SFT_TARGET_TOKENS) * 3 * fwd
-    n_test = cfg.eval.limit or TEST_SIZES.get(cfg.task.name, cfg.task.test_size)
-    seconds += (2 if cfg.eval.before else 1) * n_test * (p * fwd + t * decode(cfg.eval.batch_size))
+    n_test = eval_size(cfg)
+    before = cfg.eval.before and isinstance(m, RFTConfig | SFTConfig)  # zero-shot has no "before"
+    seconds += (2 if before else 1) * n_test * (p * fwd + t * decode(cfg.eval.batch_size))
     return seconds
+
+
+# --- Progress of the whole study ----------------------------------------------------------------------------
+
+
+def work(job: Job) -> float:
+    """A job's size relative to the others, to weigh jobs done against jobs left: its GPU-seconds estimate, or,
+    for a model outside `PARAMS` (the tiny CPU models), the tokens that pass through the model, each counted
+    once (sampling, reference and update passes as in `gpu_seconds`; every completion at `max_new_tokens`)."""
+    seconds = job.gpu_seconds
+    if seconds is not None:
+        return seconds
+    cfg = job.cfg
+    m, p = cfg.method, prompt_tokens(cfg)
+    t = m.max_new_tokens
+    tokens = 0.0
+    if isinstance(m, RFTConfig):
+        c, b = m.rollout_batch_size, m.prompts_per_step
+        passes = (1 if m.beta > 0 else 0) + (1 if m.mu > 1 else 0) + 3 * m.mu
+        tokens += m.steps * (b * p + c * t + (b * p + c * t) * passes)
+    elif isinstance(m, SFTConfig):
+        tokens += m.total_steps(train_size(cfg)) * m.batch_size * (p + SFT_TARGET_TOKENS) * 3
+    n_test = eval_size(cfg)
+    before = cfg.eval.before and isinstance(m, RFTConfig | SFTConfig)
+    return tokens + (2 if before else 1) * n_test * (p + t)
+
+
+def row_key(record: dict[str, object]) -> tuple[str, ...]:
+    """What ties a result row to a job: the five axes and the seed, as the row writes them."""
+    return tuple(str(record.get(k, "")) for k in ("task", "method", "model", "reward", "budget", "seed"))
+
+
+def clock(seconds: float) -> str:
+    """`1h02m`, `7m30s` or `45s`."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def progress_line(jobs: list[Job], rows: list[dict[str, str]], elapsed: float) -> str:
+    """The whole study in one line, from the rows of its results table (every job appends one, finished or
+    failed): `study: 12/56 jobs done (1 failed), 7m30s elapsed, about 25m10s left`.
+
+    The time left is the elapsed time scaled by the work left over the work done (`work`), so it assumes the
+    rest runs at the pace so far; no estimate is given before the first job ends.
+    """
+    left = list(jobs)
+    done: list[Job] = []
+    unmatched = 0
+    for row in rows:
+        match = next((j for j in left if row_key(results.axes(j.cfg)) == row_key(row)), None)
+        if match is None:
+            unmatched += 1  # e.g. a job that failed before its config composed: it stands for one job left
+        else:
+            left.remove(match)
+            done.append(match)
+    unmatched = min(unmatched, len(left))
+    mean_left = sum(work(j) for j in left) / len(left) if left else 0.0
+    work_done = sum(work(j) for j in done) + unmatched * mean_left
+    work_left = sum(work(j) for j in left) - unmatched * mean_left
+    n_done = len(done) + unmatched
+    failed = sum(row.get("status") == "failed" for row in rows)
+    line = f"study: {n_done}/{len(jobs)} jobs done"
+    line += f" ({failed} failed)" if failed else ""
+    line += f", {clock(elapsed)} elapsed"
+    if n_done < len(jobs):
+        line += (
+            f", about {clock(elapsed * work_left / work_done)} left"
+            if work_done > 0
+            else ", time left unknown"
+        )
+    return line
+
+
+def watch(
+    wait, jobs: list[Job], table: Path, start: float, poll_s: float = 10.0, every_s: float = 60.0
+) -> None:
+    """Print `progress_line` until `wait(poll_s)` (which blocks up to poll_s) says every sweep has ended: when a
+    job ends, every `every_s` seconds, and once at the end."""
+    last, last_at = "", time.monotonic()
+    while True:
+        ended = wait(poll_s)
+        try:
+            rows = results.read_results(table)
+        except results.ResultsTableError:  # the jobs themselves report a damaged table
+            rows = []
+        now = time.monotonic()
+        line = progress_line(jobs, rows, now - start)
+        if ended or line.split(",")[0] != last.split(",")[0] or now - last_at >= every_s:
+            print(line, flush=True)
+            last, last_at = line, now
+        if ended:
+            return
 
 
 # --- Printing and launching ---------------------------------------------------------------------------------
@@ -250,6 +377,10 @@ def format_plan(plans: list[SweepPlan]) -> str:
             lines.append(note)
     jobs = sum(len(sp.jobs) for sp in plans)
     known = [sp.gpu_hours for sp in plans if sp.gpu_hours is not None]
+    if not known:  # the tiny study: CPU models, no GPU estimate; the progress line estimates as it runs
+        lines.append(f"{'total':<22} {jobs:>5}")
+        lines.append(f"{jobs} jobs on models without a GPU estimate; the time left is estimated as jobs end.")
+        return "\n".join(lines)
     lines.append(f"{'total':<22} {jobs:>5} {'':>8} {sum(known):>8.1f}")
     lines.append(
         f"{jobs} jobs, about {sum(known):.0f} GPU-hours on H100/H200: an idealised estimate, not a measurement "
@@ -277,69 +408,124 @@ def command(sp: SweepPlan, out: Path, launcher: str, extra: list[str]) -> list[s
     return cmd + extra
 
 
-def launch(plans: list[SweepPlan], out: Path, launcher: str, extra: list[str]) -> int:
-    """Run every sweep. Locally one after another; on SLURM all at once, since each submitting process waits
-    for its jobs (its output goes to `<out>/<sweep>.log`). Returns the number of sweeps that failed."""
+def lanes(plans: list[SweepPlan], n: int) -> list[list[SweepPlan]]:
+    """Split the sweeps over `n` lanes that run side by side, each lane's sweeps one after another: the
+    largest sweep first, each to the lane with the least work so far; within a lane the study's order holds."""
+    n = max(1, min(n, len(plans)))
+    load, chosen = [0.0] * n, [[] for _ in range(n)]
+    for sp in sorted(plans, key=lambda sp: -sum(work(j) for j in sp.jobs)):
+        i = load.index(min(load))
+        load[i] += sum(work(j) for j in sp.jobs)
+        chosen[i].append(sp)
+    order = {sp.name: k for k, sp in enumerate(plans)}
+    return [sorted(lane, key=lambda sp: order[sp.name]) for lane in chosen if lane]
+
+
+def launch(
+    plans: list[SweepPlan],
+    out: Path,
+    launcher: str,
+    extra: list[str],
+    parallel: int = 1,
+    poll_s: float = 10.0,
+) -> int:
+    """Run every sweep and report the whole study's progress until all have ended; returns how many failed.
+
+    Locally the sweeps run in `parallel` lanes (one after another with 1); on SLURM all at once, since each
+    submitting process waits for its jobs. Each sweep's output goes to `<out>/<sweep>.log`.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    if launcher == "local":
-        for sp in plans:
-            print(f"== {sp.name}: {len(sp.jobs)} jobs", flush=True)
-            failed += subprocess.run(command(sp, out, launcher, extra), cwd=ROOT).returncode != 0
-        return failed
-    running = []
-    for sp in plans:
-        log = (out / f"{sp.name}.log").open("w", encoding="utf-8")
-        proc = subprocess.Popen(
-            command(sp, out, launcher, extra), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-        running.append((sp, proc, log))
-        print(f"== {sp.name}: {len(sp.jobs)} jobs submitted, log {out / f'{sp.name}.log'}", flush=True)
-    for sp, proc, log in running:
-        code = proc.wait()
-        log.close()
-        print(f"== {sp.name}: {'done' if code == 0 else f'failed (exit {code})'}", flush=True)
-        failed += code != 0
-    return failed
+    failed: list[str] = []
+
+    def run_lane(lane: list[SweepPlan]) -> None:
+        for sp in lane:
+            log_path = out / f"{sp.name}.log"
+            print(f"== {sp.name}: {len(sp.jobs)} jobs started, log {log_path}", flush=True)
+            with log_path.open("w", encoding="utf-8") as log:
+                cmd = command(sp, out, launcher, extra)
+                code = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+            print(
+                f"== {sp.name}: {'done' if code == 0 else f'failed (exit {code}), see {log_path}'}",
+                flush=True,
+            )
+            if code != 0:
+                failed.append(sp.name)
+
+    threads = [
+        threading.Thread(target=run_lane, args=(lane,), daemon=True)
+        for lane in lanes(plans, parallel if launcher == "local" else len(plans))
+    ]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+
+    def wait(timeout: float) -> bool:  # True once every lane has ended
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
+
+    watch(wait, [job for sp in plans for job in sp.jobs], out / "results.csv", start, poll_s)
+    return len(failed)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--launcher", choices=("slurm", "local"), default="slurm", help="default: slurm")
+    parser.add_argument(
+        "--study",
+        choices=("paper", "tiny"),
+        default="paper",
+        help="which study (default: paper, sweeps/study_*)",
+    )
+    parser.add_argument(
+        "--launcher", choices=("slurm", "local"), default=None, help="default: slurm (paper), local (tiny)"
+    )
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="local launcher: sweeps run side by side in this many lanes"
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the plan and the commands, launch nothing"
     )
     parser.add_argument("--yes", action="store_true", help="launch without asking")
     parser.add_argument("--sweeps", default="", help="comma-separated subset of the study's sweeps")
-    parser.add_argument("--out", type=Path, default=None, help="default: outputs/study/<date>_<time>")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: outputs/study/<date>_<time> (tiny: outputs/study_tiny/...)",
+    )
     parser.add_argument(
         "overrides", nargs="*", help="extra overrides for every sweep, e.g. hydra.launcher.partition=gpu"
     )
     args = parser.parse_args(argv)
+    if args.parallel < 1:
+        parser.error(f"--parallel must be at least 1, got {args.parallel}")
+    launcher = args.launcher or ("local" if args.study == "tiny" else "slurm")
 
-    names = study_sweeps()
+    names = study_sweeps(args.study)
     chosen = [s for s in args.sweeps.split(",") if s] or names
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         parser.error(f"unknown sweep(s) {', '.join(unknown)}; the study's sweeps are {', '.join(names)}")
     plans = plan([s for s in names if s in chosen])
     print(format_plan(plans))
-    out = (args.out or ROOT / "outputs" / "study" / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
+    folder = "study_tiny" if args.study == "tiny" else "study"
+    out = (args.out or ROOT / "outputs" / folder / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     if args.dry_run:
-        print(f"\ncommands (launcher={args.launcher}, rows into {out / 'results.csv'}):")
+        print(f"\ncommands (launcher={launcher}, rows into {out / 'results.csv'}):")
         for sp in plans:
-            print("  " + " ".join(command(sp, out, args.launcher, args.overrides)))
+            print("  " + " ".join(command(sp, out, launcher, args.overrides)))
         return 0
     if not args.yes:
         if not sys.stdin.isatty():
             print("not launched: no terminal to confirm on; pass --yes (make study YES=1)", file=sys.stderr)
             return 1
-        if input(f"launch {sum(len(sp.jobs) for sp in plans)} jobs ({args.launcher})? [y/N] ").strip() != "y":
+        if input(f"launch {sum(len(sp.jobs) for sp in plans)} jobs ({launcher})? [y/N] ").strip() != "y":
             print("not launched")
             return 1
-    failed = launch(plans, out, args.launcher, args.overrides)
+    failed = launch(plans, out, launcher, args.overrides, args.parallel)
     print(f"\nresults: {out / 'results.csv'}; tables and plots: make report REPORT_IN={out}")
     return 1 if failed else 0
 

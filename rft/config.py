@@ -340,7 +340,9 @@ class SFTConfig(MethodConfig):
     """Supervised fine-tuning on `<answer>{label}</answer>` targets (`method=sft`).
 
     Attributes:
-        epochs: Passes over the budgeted train set.
+        epochs: Passes over the budgeted train set (when `steps` is 0).
+        steps: Optimizer steps; 0 lets `epochs` decide. Set, the run takes that many batches, reshuffling the
+            train set at each pass, as GRPO does: the tiny study matches SFT's steps to GRPO's this way.
         batch_size: Examples per optimizer step over all ranks.
         micro_batch_size: Examples per forward/backward (gradient accumulation over batch_size / micro_batch_size).
         warmup_ratio: Fraction of steps with linear LR warm-up.
@@ -348,6 +350,7 @@ class SFTConfig(MethodConfig):
 
     name: str = "sft"
     epochs: int = 2
+    steps: int = 0
     batch_size: int = 16
     micro_batch_size: int = 8
     lr: float = 2e-5
@@ -365,6 +368,7 @@ class SFTConfig(MethodConfig):
                 f"method.{key} must be finite, got {value}; pass a finite number",
             )
         _require(self.epochs > 0, f"method.epochs must be > 0, got {self.epochs}")
+        _require(self.steps >= 0, f"method.steps must be >= 0 (0 = method.epochs decides), got {self.steps}")
         _require(self.lr > 0, f"method.lr must be > 0, got {self.lr}")
         _require(
             self.micro_batch_size > 0 and self.batch_size % self.micro_batch_size == 0,
@@ -373,6 +377,10 @@ class SFTConfig(MethodConfig):
         _require(
             0 <= self.warmup_ratio < 1, f"method.warmup_ratio must be in [0, 1), got {self.warmup_ratio}"
         )
+
+    def total_steps(self, n_train: int) -> int:
+        """Optimizer steps of a run on `n_train` examples: `steps`, or `epochs` passes of `batch_size`."""
+        return self.steps or math.ceil(n_train * self.epochs / self.batch_size)
 
 
 @dataclass

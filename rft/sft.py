@@ -77,7 +77,7 @@ def train(
     """
     m = cfg.method
     tok = processor.tokenizer
-    total_steps = math.ceil(len(train_set) * m.epochs / m.batch_size)
+    total_steps = m.total_steps(len(train_set))
     world, rank = distributed.world_size(), distributed.rank()
     device = distributed.resolve_device(cfg.device) if device is None else device
     per_rank = m.batch_size // world  # this rank's share of each global batch
@@ -85,8 +85,8 @@ def train(
     engine = make_engine(cfg, model, device=device, lr_factor=lr_factor)
     timer = PhaseTimer(sync=device_sync(engine.device))  # GPU work is charged to the phase that launched it
     log.info(
-        "SFT: %d epochs = %d steps, batch %d, micro-batch %d",
-        m.epochs,
+        "SFT: %s = %d steps, batch %d, micro-batch %d",
+        f"{total_steps * m.batch_size / len(train_set):.3g} epochs" if m.steps else f"{m.epochs} epochs",
         total_steps,
         m.batch_size,
         m.micro_batch_size,

@@ -5,6 +5,7 @@ python -m pytest -q tests/test_config.py
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -39,22 +40,34 @@ def test_every_group_option_composes(group, option):
     assert isinstance(cfg, RunConfig)
 
 
-def test_default_is_the_tiny_grpo_demo():
+def test_default_is_the_one_minute_grpo_run():
+    # `python experiments/run.py`: rft_quick (60 steps of rft_tiny) on the shipped tiny_base and fgvc_synth at one
+    # shot per class, scored before and after (docs/tiny_study.md measured its reward rise and time).
     cfg = typed([])
-    assert isinstance(cfg.method, RFTConfig) and cfg.model.id == "tiny" and cfg.task.name == "sat_synth"
-    assert cfg.logger.backend == "wandb"
+    assert cfg.model.id == "tiny_base" and cfg.task.name == "fgvc_synth" and cfg.eval.before
+    assert (cfg.budget.kind, cfg.budget.size, cfg.reward.name) == ("shots", 1, "acc_format")
+    m, tiny = cfg.method, typed(["method=rft_tiny"]).method
+    assert isinstance(m, RFTConfig) and m.steps == 60 and cfg.logger.backend == "wandb"
+    assert dataclasses.replace(m, steps=tiny.steps, samples_every=tiny.samples_every) == tiny
 
 
 def test_demo_experiment_is_what_make_demo_runs():
-    # `make demo` runs `experiment=demo`: GRPO on tiny_base + fgvc_synth at 4 shots, 600 steps of 8 prompts x G=8
-    # (the size docs/tiny_study.md measured a gain at), scored before and after.
+    # `make demo` runs `experiment=demo`: rft_tiny (200 steps of 8 prompts x G=8, lr 3e-4, the size
+    # docs/tiny_study.md measured a gain at) on tiny_base + fgvc_synth at 4 shots, scored before and after.
     assert "experiments/run.py experiment=demo" in (REPO / "Makefile").read_text()
     cfg = typed(["experiment=demo"])
     assert cfg.model.id == "tiny_base" and cfg.task.name == "fgvc_synth" and cfg.eval.before
     assert (cfg.budget.kind, cfg.budget.size) == ("shots", 4)
     m = cfg.method
-    assert isinstance(m, RFTConfig) and m.lr == 1e-4 and m.beta == 0.0
-    assert (m.steps, m.rollout_batch_size, m.group_size, m.micro_batch_size) == (600, 64, 8, 32)
+    assert isinstance(m, RFTConfig) and m.lr == 3e-4 and m.beta == 0.0
+    assert (m.steps, m.rollout_batch_size, m.group_size, m.micro_batch_size) == (200, 64, 8, 64)
+
+
+def test_sft_tiny_is_matched_to_rft_tiny():
+    # the tiny study's two methods: as many optimizer steps, examples per step = GRPO's prompts per step, same lr
+    rft, sft = typed(["method=rft_tiny"]).method, typed(["method=sft_tiny"]).method
+    assert isinstance(sft, SFTConfig) and sft.steps == rft.steps and sft.lr == rft.lr
+    assert sft.batch_size == rft.prompts_per_step and sft.max_new_tokens == rft.max_new_tokens
 
 
 @pytest.mark.parametrize(

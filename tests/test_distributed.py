@@ -101,9 +101,12 @@ def test_cli_under_torchrun_writes_one_run_dir_and_one_row(tmp_path, tmp_path_fa
             str(REPO / "experiments/run.py"),
             f"method={method}_tiny",
             f"dist={dist}",
+            "model=tiny",
+            "task=sat_synth",
+            "budget=samples",
             "logger=none",
             "method.micro_batch_size=4",
-            f"method.{'steps' if method == 'rft' else 'epochs'}=1",
+            "method.steps=1",
             "method.max_new_tokens=6",
             "task.train_size=16",
             "task.test_size=4",
@@ -113,7 +116,11 @@ def test_cli_under_torchrun_writes_one_run_dir_and_one_row(tmp_path, tmp_path_fa
             f"hydra.run.dir={tmp_path}/run",
             f"model.cache_dir={cold_cache}",
         ]
-        + (["method.sampler=hf"] if method == "rft" else []),
+        + (
+            ["method.sampler=hf", "method.rollout_batch_size=8", "method.group_size=4"]
+            if method == "rft"
+            else []
+        ),
         nproc=2,
     )
     rows = read_results(csv)
@@ -136,6 +143,11 @@ def test_cli_zero3_with_kl_loads_policy_and_reference_partitioned(tmp_path):
             str(REPO / "experiments/run.py"),
             "method=rft_tiny",
             "dist=zero3",
+            "model=tiny",
+            "task=sat_synth",
+            "budget=samples",
+            "method.rollout_batch_size=8",
+            "method.group_size=4",
             "logger=none",
             "method.beta=0.04",
             "method.sampler=hf",
@@ -245,6 +257,12 @@ def test_submitit_local_launcher_runs_a_two_point_multirun(tmp_path):
             "-m",
             "hydra/launcher=submitit_local",
             "hydra.launcher.timeout_min=10",
+            "model=tiny",
+            "task=sat_synth",
+            "budget=samples",
+            "method.rollout_batch_size=8",
+            "method.group_size=4",
+            "method.micro_batch_size=8",
             "budget.size=2,4",
             "logger=none",
             "method.steps=1",

@@ -169,7 +169,7 @@ def test_multirun_config_error_of_one_job_is_a_row(tmp_path):
     assert math.isnan(result)
     (row,) = read_results(tmp_path / "results.csv")
     assert row["status"] == "failed" and row["stage"] == "setup" and "group_size" in row["error"]
-    assert row["task"] == "sat_synth" and row["method"] == "rft"
+    assert row["task"] == "fgvc_synth" and row["method"] == "rft"
 
 
 # ---------------------------------------------------------------------------------------------------------------

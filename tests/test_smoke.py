@@ -67,6 +67,49 @@ def test_loop_changes_parameters_with_finite_loss(tiny_cfg, tmp_path, method):
     assert all(x["timing/update_s"] > 0 for x in lines)
 
 
+def test_grpo_logs_progress_lines_that_match_its_metrics(tiny_cfg, tmp_path, caplog):
+    """A log line at every tenth of the run (here every step of 2): the mean reward of the steps since the last."""
+    cfg = tiny_cfg("rft")
+    task, train, model, processor, tracker = loop_inputs(cfg, tmp_path)
+    with caplog.at_level("INFO", logger="rft.grpo"):
+        grpo.train(cfg, task, train, model, processor, tracker)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    metrics = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == cfg.method.steps == len(metrics)
+    for k, (line, m) in enumerate(zip(lines, metrics, strict=True), start=1):
+        assert line.startswith(
+            f"step {k}/{cfg.method.steps}: reward {m['rollout/reward_mean']:.2f} (accuracy "
+        )
+        assert f"{m['rollout/completion_tokens']:.1f} completion tokens" in line
+
+
+def test_progress_text_averages_the_window():
+    window = [
+        {
+            "rollout/reward_mean": r,
+            "reward/accuracy": a,
+            "rollout/completion_tokens": 10.0,
+            "perf/step_s": 0.5,
+        }
+        for r, a in ((1.0, 0.0), (2.0, 1.0))
+    ]
+    assert grpo.progress_text(20, 100, window) == (
+        "step 20/100: reward 1.50 (accuracy 0.50), 10.0 completion tokens, 0.50 s/step"
+    )
+
+
+def test_sft_steps_override_epochs(tiny_cfg, tmp_path):
+    """method.steps sets the optimizer steps however small the train set: the stream wraps into new epochs."""
+    from rft.config import SFTConfig
+
+    cfg = tiny_cfg("sft", method=SFTConfig(epochs=1, steps=5, batch_size=4, micro_batch_size=2, lr=1e-3))
+    task, train, model, processor, tracker = loop_inputs(cfg, tmp_path)
+    assert len(train) == 8 and cfg.method.total_steps(len(train)) == 5  # epochs alone: 2 steps
+    sft.train(cfg, task, train, model, processor, tracker)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4, 5] and lines[-1]["train/epoch"] >= 2
+
+
 def test_grpo_with_kl_and_mu_runs_every_phase(tiny_cfg, tmp_path):
     cfg = tiny_cfg("rft")
     cfg.method.beta, cfg.method.mu, cfg.method.loss_agg = 0.04, 2, "token-mean"
@@ -163,6 +206,12 @@ def cli(*args, cwd=REPO, timeout=300):
 
 
 TINY_CLI = [
+    "model=tiny",
+    "task=sat_synth",
+    "budget=samples",
+    "method.rollout_batch_size=8",
+    "method.group_size=4",
+    "method.micro_batch_size=8",
     "logger=none",
     "method.steps=2",
     "task.train_size=16",

@@ -24,7 +24,7 @@ from experiments import study
 from experiments.schemas import to_run_config
 from rft.config import RFTConfig, SFTConfig, ZeroShotConfig, validate
 from rft.report.tables import REWARD_LEVELS
-from rft.results import axes
+from rft.results import append_result_row, axes, read_results
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = f"hydra.searchpath=[file://{REPO / 'conf'}]"
@@ -223,7 +223,7 @@ def test_launch_asks_unless_yes_and_runs_sweeps_in_order(plans, monkeypatch, tmp
     class Done:
         returncode = 0
 
-    monkeypatch.setattr(study.subprocess, "run", lambda cmd, cwd: launched.append(cmd) or Done())
+    monkeypatch.setattr(study.subprocess, "run", lambda cmd, cwd, **kw: launched.append(cmd) or Done())
     monkeypatch.setattr(study.sys.stdin, "isatty", lambda: False, raising=False)
     assert study.main(["--launcher", "local", "--out", str(tmp_path / "a")]) == 1 and not launched
     assert study.main(["--launcher", "local", "--yes", "--out", str(tmp_path / "b")]) == 0
@@ -247,3 +247,109 @@ def test_a_grid_point_is_each_combination(plans):
         ]
         kept = [p for p in expected if not any(f"{k}={v}" in p for k, vs in sp.dropped.items() for v in vs)]
         assert [j.overrides for j in sp.jobs] == kept
+
+
+# --- The tiny study and the whole study's progress ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_plans() -> list[study.SweepPlan]:
+    return study.plan(study.study_sweeps("tiny"))
+
+
+def row_of(job: study.Job, status: str = "finished") -> dict[str, str]:
+    return {**{k: str(v) for k, v in axes(job.cfg).items()}, "status": status}
+
+
+def test_tiny_study_runs_each_job_once(tiny_plans):
+    assert [sp.name for sp in tiny_plans] == study.TINY_SWEEPS
+    by_name = {sp.name: sp for sp in tiny_plans}
+    ids = [study.identity(j.cfg) for sp in tiny_plans for j in sp.jobs]
+    assert len(ids) == len(set(ids))
+    for task in ("fgvc", "sat"):  # the think level of the ablation is the ladder's rft_tiny job
+        thinking = by_name[f"thinking_tiny_{task}"]
+        assert thinking.dropped == {"reward": ["acc_format"]} and thinking.duplicates == 3
+    assert all(j.gpu_seconds is None for sp in tiny_plans for j in sp.jobs)
+    assert "without a GPU estimate" in study.format_plan(tiny_plans)
+
+
+def test_progress_counts_rows_and_scales_elapsed_by_work_left(tiny_plans):
+    jobs = [j for sp in tiny_plans for j in sp.jobs]
+    total = sum(study.work(j) for j in jobs)
+    assert (
+        study.progress_line(jobs, [], 5.0) == f"study: 0/{len(jobs)} jobs done, 5s elapsed, time left unknown"
+    )
+    done = [jobs[0], jobs[5], jobs[-1]]
+    rows = [row_of(done[0]), row_of(done[1], "failed"), row_of(done[2]), {"status": "failed"}]
+    line = study.progress_line(jobs, rows, 600.0)
+    # the axes-less row (a job that failed before composing) stands for one job left, at their mean work
+    left = [j for j in jobs if j not in done]
+    mean_left = sum(study.work(j) for j in left) / len(left)
+    work_done = sum(study.work(j) for j in done) + mean_left
+    expected_left = study.clock(600.0 * (total - work_done) / work_done)
+    assert line == f"study: 4/{len(jobs)} jobs done (2 failed), 10m00s elapsed, about {expected_left} left"
+    assert study.progress_line(jobs, [row_of(j) for j in jobs], 3700) == (
+        f"study: {len(jobs)}/{len(jobs)} jobs done, 1h01m elapsed"
+    )
+
+
+def test_work_follows_the_job_size(tiny_plans):
+    ladder = next(sp for sp in tiny_plans if sp.name == "rft_vs_sft_tiny_fgvc").jobs
+    rft = [j for j in ladder if isinstance(j.cfg.method, RFTConfig)]
+    sft = [j for j in ladder if isinstance(j.cfg.method, SFTConfig)]
+    zeroshot = next(sp for sp in tiny_plans if sp.name == "zeroshot_tiny").jobs
+    assert (
+        max(study.work(j) for j in zeroshot)
+        < min(study.work(j) for j in sft)
+        < min(study.work(j) for j in rft)
+    )
+
+
+def test_lanes_balance_the_sweeps_and_keep_their_order(tiny_plans):
+    for n in (1, 2, 3, 9):
+        lanes = study.lanes(tiny_plans, n)
+        assert len(lanes) == min(n, len(tiny_plans))
+        assert sorted(sp.name for lane in lanes for sp in lane) == sorted(study.TINY_SWEEPS)
+        for lane in lanes:
+            assert lane == sorted(lane, key=lambda sp: study.TINY_SWEEPS.index(sp.name))
+    loads = [sum(study.work(j) for sp in lane for j in sp.jobs) for lane in study.lanes(tiny_plans, 2)]
+    biggest = max(sum(study.work(j) for j in sp.jobs) for sp in tiny_plans)
+    assert max(loads) - min(loads) <= biggest
+
+
+def test_launch_reports_the_whole_study_as_jobs_end(tiny_plans, monkeypatch, tmp_path, capsys):
+    """Each fake sweep appends its jobs' rows (one failed) as `run.py -m` would; the study prints a progress line
+    for the whole study and ends at N/N."""
+    monkeypatch.setattr(study, "plan", lambda names: tiny_plans)
+    by_name = {sp.name: sp for sp in tiny_plans}
+    table = tmp_path / "out" / "results.csv"
+
+    class Done:
+        def __init__(self, code):
+            self.returncode = code
+
+    def fake_run(cmd, cwd, stdout, stderr):
+        sp = by_name[cmd[cmd.index("--config-name") + 1]]
+        assert "threads=1" in cmd and stdout.name.endswith(f"{sp.name}.log")
+        for k, job in enumerate(sp.jobs):
+            failed = sp.name == "zeroshot_tiny" and k == 0
+            append_result_row(table, row_of(job, "failed" if failed else "finished"))
+        return Done(1 if sp.name == "zeroshot_tiny" else 0)
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    code = study.main(
+        ["--study", "tiny", "--parallel", "2", "--yes", "--out", str(tmp_path / "out"), "threads=1"]
+    )
+    out = capsys.readouterr().out
+    n = sum(len(sp.jobs) for sp in tiny_plans)
+    assert code == 1 and "zeroshot_tiny: failed (exit 1)" in out
+    last = [line for line in out.splitlines() if line.startswith("study: ")][-1]
+    assert last.startswith(f"study: {n}/{n} jobs done (1 failed), ") and "left" not in last
+    assert len(read_results(table)) == n
+
+
+def test_make_study_tiny_runs_the_tiny_study_with_progress():
+    make = (REPO / "Makefile").read_text()
+    recipe = make[make.index("study-tiny: venv") :].split("\n\n")[0]
+    assert "experiments/study.py --study tiny" in recipe and "--parallel" in recipe and "--yes" in recipe
+    assert "experiments/report.py $(STUDY)" in recipe
