@@ -1,6 +1,6 @@
 """The suite's one entrypoint: compose the five axes with Hydra, validate, train (GRPO or SFT), evaluate.
 
-    python experiments/run.py                                   # the embedded default: GRPO demo on the tiny VLM
+    python experiments/run.py                                   # the default: a one-minute GRPO run on tiny_base
     python experiments/run.py task=fgvc_synth method=sft_tiny budget=shots budget.size=4
     python experiments/run.py -m budget.size=1,2,4              # one result row per job
     python experiments/run.py -m --config-dir sweeps --config-name rft_vs_sft_tiny_fgvc   # a named sweep

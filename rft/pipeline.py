@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from filelock import FileLock, Timeout
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from rft import checkpoint, distributed, evaluate, grpo, models, sft, testbed
 from rft.config import ConfigError, RFTConfig, RunConfig, SFTConfig, validate
@@ -334,7 +335,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         if isinstance(cfg.method, RFTConfig | SFTConfig):
             loop = grpo if isinstance(cfg.method, RFTConfig) else sft
             extra = {"reference": reference} if loop is grpo else {}
-            with stop.deferred():
+            with stop.deferred(), logging_redirect_tqdm():  # log lines print above the progress bar
                 train_stats, engine = loop.train(
                     cfg, task, train_set, model, processor, tracker, ckpt, device=device, **extra
                 )
