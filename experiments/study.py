@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,15 +221,35 @@ def train_size(cfg: RunConfig) -> int:
         return cfg.budget.size * CLASSES.get(cfg.task.name, 1)
     if cfg.budget.kind == "samples":
         return cfg.budget.size
-    return cfg.task.train_size * (CLASSES[cfg.task.name] if cfg.task.name in PER_CLASS_SIZES else 1)
+    return cfg.task.train_size * per_class(cfg)
 
 
 def eval_size(cfg: RunConfig) -> int:
     """Questions evaluated: eval.limit, the real test split's size, or the synthetic task's test_size."""
     if cfg.eval.limit:
         return cfg.eval.limit
-    per_class = CLASSES[cfg.task.name] if cfg.task.name in PER_CLASS_SIZES else 1
-    return TEST_SIZES.get(cfg.task.name, cfg.task.test_size * per_class)
+    return TEST_SIZES.get(cfg.task.name, cfg.task.test_size * per_class(cfg))
+
+
+def per_class(cfg: RunConfig) -> int:
+    """What a synthetic task's train_size and test_size multiply by: its classes, or 1 (they count images)."""
+    return CLASSES[cfg.task.name] if cfg.task.name in PER_CLASS_SIZES else 1
+
+
+def job_cost(cfg: RunConfig, world_size: int, fwd: float, decode) -> float:
+    """One job's cost with `fwd` per token of a forward pass and `decode(batch)` per token decoded in batches of
+    `batch` sequences; the formula of `gpu_seconds` (below), without the fixed set-up cost."""
+    m, p = cfg.method, prompt_tokens(cfg)
+    t = m.max_new_tokens
+    cost = 0.0
+    if isinstance(m, RFTConfig):
+        c, b = m.rollout_batch_size, m.prompts_per_step
+        passes = (1 if m.beta > 0 else 0) + (1 if m.mu > 1 else 0) + 3 * m.mu
+        cost += m.steps * (b * p * fwd + c * t * decode(c // world_size) + (b * p + c * t) * passes * fwd)
+    elif isinstance(m, SFTConfig):
+        cost += m.total_steps(train_size(cfg)) * m.batch_size * (p + SFT_TARGET_TOKENS) * 3 * fwd
+    before = cfg.eval.before and isinstance(m, RFTConfig | SFTConfig)  # zero-shot has no "before"
+    return cost + (2 if before else 1) * eval_size(cfg) * (p * fwd + t * decode(cfg.eval.batch_size))
 
 
 def gpu_seconds(cfg: RunConfig, world_size: int) -> float | None:
@@ -246,25 +267,12 @@ def gpu_seconds(cfg: RunConfig, world_size: int) -> float | None:
     n = PARAMS.get(cfg.model.id)
     if n is None:
         return None
-    fwd = 2 * n / (PEAK_FLOPS * MATMUL_UTILISATION)
 
     def decode(batch: int) -> float:
         return 2 * n / (HBM_BYTES_PER_S * HBM_UTILISATION) / max(1, batch)
 
-    m, p = cfg.method, prompt_tokens(cfg)
-    t = m.max_new_tokens
-    seconds = JOB_OVERHEAD_S * world_size
-    if isinstance(m, RFTConfig):
-        c, b = m.rollout_batch_size, m.prompts_per_step
-        passes = (1 if m.beta > 0 else 0) + (1 if m.mu > 1 else 0) + 3 * m.mu
-        seconds += m.steps * (b * p * fwd + c * t * decode(c // world_size) + (b * p + c * t) * passes * fwd)
-    elif isinstance(m, SFTConfig):
-        steps = m.total_steps(train_size(cfg))
-        seconds += steps * m.batch_size * (p + SFT_TARGET_TOKENS) * 3 * fwd
-    n_test = eval_size(cfg)
-    before = cfg.eval.before and isinstance(m, RFTConfig | SFTConfig)  # zero-shot has no "before"
-    seconds += (2 if before else 1) * n_test * (p * fwd + t * decode(cfg.eval.batch_size))
-    return seconds
+    fwd = 2 * n / (PEAK_FLOPS * MATMUL_UTILISATION)
+    return JOB_OVERHEAD_S * world_size + job_cost(cfg, world_size, fwd, decode)
 
 
 # --- Progress of the whole study ----------------------------------------------------------------------------
@@ -272,24 +280,10 @@ def gpu_seconds(cfg: RunConfig, world_size: int) -> float | None:
 
 def work(job: Job) -> float:
     """A job's size relative to the others, to weigh jobs done against jobs left: its GPU-seconds estimate, or,
-    for a model outside `PARAMS` (the tiny CPU models), the tokens that pass through the model, each counted
-    once (sampling, reference and update passes as in `gpu_seconds`; every completion at `max_new_tokens`)."""
+    for a model outside `PARAMS` (the tiny CPU models), `job_cost` with every token costing 1: the tokens that
+    pass through the model."""
     seconds = job.gpu_seconds
-    if seconds is not None:
-        return seconds
-    cfg = job.cfg
-    m, p = cfg.method, prompt_tokens(cfg)
-    t = m.max_new_tokens
-    tokens = 0.0
-    if isinstance(m, RFTConfig):
-        c, b = m.rollout_batch_size, m.prompts_per_step
-        passes = (1 if m.beta > 0 else 0) + (1 if m.mu > 1 else 0) + 3 * m.mu
-        tokens += m.steps * (b * p + c * t + (b * p + c * t) * passes)
-    elif isinstance(m, SFTConfig):
-        tokens += m.total_steps(train_size(cfg)) * m.batch_size * (p + SFT_TARGET_TOKENS) * 3
-    n_test = eval_size(cfg)
-    before = cfg.eval.before and isinstance(m, RFTConfig | SFTConfig)
-    return tokens + (2 if before else 1) * n_test * (p + t)
+    return seconds if seconds is not None else job_cost(job.cfg, job.world_size, 1.0, lambda batch: 1.0)
 
 
 def row_key(record: dict[str, object]) -> tuple[str, ...]:
@@ -312,20 +306,22 @@ def progress_line(jobs: list[Job], rows: list[dict[str, str]], elapsed: float) -
     The time left is the elapsed time scaled by the work left over the work done (`work`), so it assumes the
     rest runs at the pace so far; no estimate is given before the first job ends.
     """
-    left = list(jobs)
+    unclaimed = Counter(row_key(row) for row in rows)
     done: list[Job] = []
-    unmatched = 0
-    for row in rows:
-        match = next((j for j in left if row_key(results.axes(j.cfg)) == row_key(row)), None)
-        if match is None:
-            unmatched += 1  # e.g. a job that failed before its config composed: it stands for one job left
+    left: list[Job] = []
+    for job in jobs:
+        key = row_key(results.axes(job.cfg))
+        if unclaimed[key] > 0:
+            unclaimed[key] -= 1
+            done.append(job)
         else:
-            left.remove(match)
-            done.append(match)
-    unmatched = min(unmatched, len(left))
-    mean_left = sum(work(j) for j in left) / len(left) if left else 0.0
+            left.append(job)
+    # a row that matches no job (e.g. a job that failed before its config composed) stands for one job left
+    unmatched = min(sum(unclaimed.values()), len(left))
+    work_of_left = [work(j) for j in left]
+    mean_left = sum(work_of_left) / len(left) if left else 0.0
     work_done = sum(work(j) for j in done) + unmatched * mean_left
-    work_left = sum(work(j) for j in left) - unmatched * mean_left
+    work_left = sum(work_of_left) - unmatched * mean_left
     n_done = len(done) + unmatched
     failed = sum(row.get("status") == "failed" for row in rows)
     line = f"study: {n_done}/{len(jobs)} jobs done"
