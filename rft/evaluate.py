@@ -1,10 +1,11 @@
 """Evaluation on a task's test split: greedy decoding with the training prompt, batched.
 
-Reports accuracy with the accuracy reward's own matcher (`rft.rewards.is_correct` on `accepted_answers`), the
-one-way lenient accuracy, format rate, mean completion and think tokens, and accuracy per question type where the
-task has types (SAT's `question_type`). Classification tasks also get FGVC's official metric (mean per-class
-accuracy) and Visual-RFT's two-way substring accuracy, which is only for setting beside its published numbers:
-it accepts empty answers and "707" for "707-320" (docs/protocol.md).
+Reports accuracy with the accuracy reward's own matcher (`rft.rewards.is_correct` on `accepted_answers` and
+`rival_answers`, in `prediction_row`), the one-way lenient accuracy, format rate, mean completion and think
+tokens, and accuracy per question type where the task has types (SAT's `question_type`). Classification tasks
+also get FGVC's official metric (mean per-class accuracy) and Visual-RFT's two-way substring accuracy, which is
+only for setting beside its published numbers: it accepts empty answers and "707" for "707-320"
+(docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
-from rft.data.base import Sample, Task, accepted_answers
+from rft.data.base import Sample, Task, accepted_answers, rival_answers
 from rft.prompts import chat_text, encode_prompts
 from rft.rewards import (
     extract_answer,
@@ -59,25 +60,33 @@ def evaluate(
         for s, c, n_tokens, n_think in zip(
             batch, completions, mask.sum(1).tolist(), think_counts, strict=True
         ):
-            rows.append(
-                {
-                    "uid": s.uid,
-                    "qtype": s.qtype,
-                    "label": s.label,
-                    "answer": s.answer,
-                    "completion": c,
-                    "extracted": extract_answer(c),
-                    "correct": is_correct(c, accepted_answers(s)),
-                    "lenient": is_lenient_correct(c, s.answer),
-                    "visualrft": is_visualrft_correct(c, s.answer),
-                    "formatted": is_well_formatted(c, think),
-                    "completion_tokens": n_tokens,
-                    "think_tokens": n_think,
-                }
-            )
+            rows.append(prediction_row(s, c, think=think, completion_tokens=n_tokens, think_tokens=n_think))
     if was_training:
         model.train()
     return eval_metrics(rows), rows
+
+
+def prediction_row(
+    sample: Sample, completion: str, *, think: bool, completion_tokens: int, think_tokens: int
+) -> dict:
+    """One sample's prediction row: its ids, the completion, and every per-sample metric of `eval_metrics`.
+
+    `correct` is the accuracy reward's matcher on the same accepted and rival names that training uses.
+    """
+    return {
+        "uid": sample.uid,
+        "qtype": sample.qtype,
+        "label": sample.label,
+        "answer": sample.answer,
+        "completion": completion,
+        "extracted": extract_answer(completion),
+        "correct": is_correct(completion, accepted_answers(sample), rival_answers(sample)),
+        "lenient": is_lenient_correct(completion, sample.answer),
+        "visualrft": is_visualrft_correct(completion, sample.answer),
+        "formatted": is_well_formatted(completion, think),
+        "completion_tokens": completion_tokens,
+        "think_tokens": think_tokens,
+    }
 
 
 def eval_metrics(rows: list[dict]) -> dict[str, float]:

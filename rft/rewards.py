@@ -2,21 +2,28 @@
 
 Every reward is a pure function of a `RewardInputs` batch and returns one float per completion, in rollout row
 order (rows `b*G .. b*G+G-1` answer prompt `b`). `REWARDS` maps the names in `conf/reward/*.yaml` to them and
-`score` sums a weighted list. Accuracy (`is_correct`) is an exact match of the normalised `<answer>` against the
-sample's accepted names (a class with its parent names, an option's letter or text), or a letter and text that
-name the same option; an empty answer, several answers or "A or B" score 0. Visual-RFT's two-way substring
-metric (`is_visualrft_correct`) is for evaluation only. The normalised length reward (`length_norm`, target form;
-`length_norm_group`, group form) counts only the think tokens that carry content (`think_content_units`), pays
-only with a valid format and, when asked, only with a correct answer (docs/grpo.md).
+`score` sums a weighted list. Accuracy (`is_correct`, one extractor for the reward and evaluation) reads the
+`<answer>` as tokens and asks whether it names one of the sample's accepted names (a class with its parent names,
+an option's text or letter) and none of its rival names (the other classes or options), as a careful grader
+would: "It is a Boeing 737-800." and `\\boxed{B}` score, "737-800 or 737-900" and "(A) left" do not. Visual-RFT's
+two-way substring metric (`is_visualrft_correct`) is for evaluation only.
+The normalised length reward (`length_norm`, target form;
+`length_norm_group`, group form) counts only the think tokens that carry content (`rft.thinking`: filler such as
+repeats, counting, hashes, other languages or prompt copies earns nothing); `length_norm_plain` and
+`length_norm_group_plain` count every think token, as the paper most likely did. All four pay only with a valid
+format and, when asked, only with a correct answer (docs/protocol.md).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-import string
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from rft.thinking import content_think_tokens
 
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -27,39 +34,95 @@ _THINK_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTA
 _ANSWER_FORMAT = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 
 
-def _is_punctuation(ch: str) -> bool:
-    """True for ASCII punctuation (`string.punctuation`) and any Unicode punctuation category (P*)."""
-    return ch in string.punctuation or unicodedata.category(ch).startswith("P")
+# Dashes and minus signs that NFKC keeps; every one of them reads as "-".
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63", "-"))
+# A LaTeX command word (`\boxed`, `\text`) is dropped and braces separate tokens, so `\boxed{B}` reads as "B".
+_LATEX_COMMAND = re.compile(r"\\[a-z]+")
+# The negation of a contraction ("isn't", "don't") becomes the word "not", which `grade_answer` looks for.
+_CONTRACTED_NOT = re.compile(r"n['\u2019]t\b")
+# A token is a number with its decimals ("1.5") and its sign, when the sign follows no letter or digit ("-30"
+# but "737-800"); a run of letters; or "%". Every other character separates tokens, and letters and digits are
+# separate runs, so "A-320", "A320" and "a 320" all read as "a", "320", and "737-800", "737 800" as "737", "800".
+_TOKEN = re.compile(r"(?:(?<![^\W_])[+-])?\d+(?:\.\d+)?|[^\W\d_]+|%")
+_APOSTROPHES = ("'", "\u2019")
+# After "a" or "i", these words leave it an option letter ("A or B"), not the article or the pronoun.
+_CONNECTIVES = frozenset({"or", "and", "nor", "vs", "versus"})
+
+
+class _Scan(NamedTuple):
+    """An answer read as tokens."""
+
+    tokens: tuple[str, ...]  # canonical tokens, in order
+    slots: tuple[bool, ...]  # per token: a lone letter written where an option letter can stand
+
+
+def _is_slot(text: str, found: list[re.Match[str]], k: int) -> bool:
+    """Whether token `k` of `text` is a lone letter that can be an option letter.
+
+    A lone letter stands between characters that are neither letters (the token is a whole letter run) nor digits
+    ("B2") nor apostrophes ("it's"). "a" and "i" followed by a space and a word are the article and the pronoun
+    ("A left turn", "I think B"), unless the word joins options ("A or B") or is itself a lone letter ("A B").
+    """
+    match = found[k]
+    token = match.group()
+    if len(token) != 1 or not "a" <= token <= "z":
+        return False
+    before, after = text[match.start() - 1 : match.start()], text[match.end() : match.end() + 1]
+    if before.isdigit() or after.isdigit() or before in _APOSTROPHES or after in _APOSTROPHES:
+        return False
+    if token in "ai" and k + 1 < len(found):
+        following = found[k + 1]
+        gap = text[match.end() : following.start()]
+        if gap and gap.isspace() and following.group() not in _CONNECTIVES and len(following.group()) > 1:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _scan(text: str) -> _Scan:
+    """`text` as canonical tokens (`normalize_answer` says how), and which are lone letters that may be option
+    letters."""
+    if not text.isascii():  # ASCII is already NFKC and holds no dash, minus sign or format character
+        text = unicodedata.normalize("NFKC", text).translate(_DASHES)
+        text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    text = _CONTRACTED_NOT.sub(" not", _LATEX_COMMAND.sub(" ", text.lower()))
+    found = list(_TOKEN.finditer(text))
+    tokens: list[str] = []
+    for k, match in enumerate(found):
+        token = match.group()
+        if "." in token:  # one number, one spelling: 12.50 and 12.5, 3.0 and 3
+            token = token.rstrip("0").rstrip(".")
+        gap = text[found[k - 1].end() : match.start()] if k else ""
+        if token[0] in "+-" and tokens and tokens[-1][-1].isdigit() and gap.isspace():
+            token = token[1:]  # "737 -200" is a spaced hyphen, not a negative number
+        tokens.append(token)
+    slots = tuple(len(token) == 1 and _is_slot(text, found, k) for k, token in enumerate(tokens))
+    return _Scan(tuple(tokens), slots)
 
 
 def normalize_answer(text: str) -> str:
-    """Canonical form of an answer string, used for exact-match accuracy.
+    """Canonical form of an answer or a name: its tokens, joined by single spaces.
 
+    Strings that write one answer with a different case, width, spacing or punctuation get the same form.
     Steps, in order:
 
-    1. Unicode NFKC: full-width characters become ASCII (U+FF21 U+FF13 U+FF12 U+FF10 becomes "A320") and
-       a non-breaking space becomes a plain space.
-    2. Lowercase.
-    3. Remove every whitespace character, every underscore and every invisible format character
-       (Unicode category Cf, e.g. zero-width space), as Visual-RFT does for spaces and underscores:
-       "Boeing 737_200" becomes "boeing737200".
-    4. Strip leading and trailing punctuation (ASCII and Unicode), keeping internal punctuation:
-       '"A."' becomes "a", "F/A-18" stays "f/a-18".
+    1. Unicode NFKC (full-width letters and digits become ASCII, a ligature its letters), lowercase, every dash
+       and minus sign becomes "-", invisible format characters (zero-width space) go, LaTeX command words go
+       (`\\boxed{B}` reads as "b"), and "n't" becomes " not".
+    2. Split into tokens: numbers with their decimals and sign ("1.5", "-30"; a sign counts only where it follows
+       no letter or digit), runs of letters, and "%". Everything else separates tokens, and so does each boundary
+       between a letter and a digit: "A-320", "A320", "a 320" all give "a 320"; "737-800", "737_800", "737 800"
+       give "737 800"; "737800" stays one number. A decimal drops its trailing zeros ("12.50" gives "12.5").
+
+    A sign and a decimal point are content: "-30%" gives "-30 %", "30%" gives "30 %", "1.5" and "15" differ.
 
     Args:
-        text: Raw answer text, e.g. the content of the `<answer>` tag or a dataset label.
+        text: Raw text, e.g. the content of the `<answer>` tag or a dataset label.
 
     Returns:
-        The normalised string; "" when nothing survives.
+        The tokens joined by spaces; "" when the text has none.
     """
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(ch for ch in text if not ch.isspace() and ch != "_" and unicodedata.category(ch) != "Cf")
-    start, end = 0, len(text)
-    while start < end and _is_punctuation(text[start]):
-        start += 1
-    while end > start and _is_punctuation(text[end - 1]):
-        end -= 1
-    return text[start:end]
+    return " ".join(_scan(text).tokens)
 
 
 def _extract_single(completion: str, open_tag: str, close_tag: str) -> str | None:
@@ -117,66 +180,160 @@ def is_well_formatted(completion: str, think: bool) -> bool:
     return one_answer and no_think and _ANSWER_FORMAT.fullmatch(text) is not None
 
 
-# A multiple-choice answer that writes both the option letter and its text, e.g. "(B) left", "B. left", "B) left",
-# "B: left", "B left" or "left (B)". Matched on the raw answer, where the separating space still exists.
-_LETTER_THEN_TEXT = re.compile(r"[(\[]?\s*([A-Za-z])\s*(?:[)\]]\s*[.:,\-]?|[.:,\-]|\s)\s*(\S.*)", re.DOTALL)
-_TEXT_THEN_LETTER = re.compile(r"(.*\S)\s*[(\[]\s*([A-Za-z])\s*[)\]]\s*\.?", re.DOTALL)
+# Words that name no answer by themselves: the frame of a sentence ("It is a", "The answer is"), hedges, and
+# generic nouns that also occur inside names (FGVC's "Douglas Aircraft Company", "King Air", "Model B200").
+# Without rival names they are all an answer may add to an accepted name; with rival names they never count as
+# a piece of a rival's name.
+_FRAME_WORDS = frozenset(
+    """a an the this that these those it its s is are was were be been i me my we our
+    think believe guess would could should might may must will can
+    probably likely maybe perhaps possibly presumably most definitely clearly certainly
+    looks look like seems seem appears appear
+    answer final correct option choice letter
+    aircraft airplane aeroplane plane airliner jet air model variant type family version series
+    aviation aerospace company corporation
+    image picture photo shown depicted visible
+    in on of from to with by as at here there so therefore thus hence which""".split()
+)
+# Words that negate. The matcher does not parse what they negate, so an answer holding one outside a name names
+# nothing ("not A320, it's A321", "not 737-800"); inside a name ("no", "does not move") they are that name.
+_NEGATIONS = frozenset(
+    {"not", "no", "never", "neither", "nor", "none", "nothing", "without", "except", "cannot"}
+)
 
 
-def split_option(answer: str) -> tuple[str, str] | None:
-    """The (letter, text) parts of an answer that writes a multiple-choice letter together with a text.
+class _Names(NamedTuple):
+    """A set of names (accepted or rival answers) ready for matching; built once per set (`_names`)."""
+
+    texts: frozenset[tuple[str, ...]]  # the token sequences of the names that are not a lone letter
+    letters: frozenset[str]  # the names that are a lone letter: option letters
+    words: frozenset[str]  # every token of every name, with and without its sign
+    firsts: frozenset[str]  # the first token of every text
+    longest: int  # tokens in the longest text
+
+
+@functools.lru_cache(maxsize=4096)
+def _names(names: frozenset[str]) -> _Names:
+    """`names` as token sequences. Cached: a task's rows share their sets by reference, so this runs once a
+    set."""
+    seqs = {_scan(name).tokens for name in names} - {()}
+    letters = {seq[0] for seq in seqs if len(seq) == 1 and len(seq[0]) == 1 and "a" <= seq[0] <= "z"}
+    texts = {seq for seq in seqs if not (len(seq) == 1 and seq[0] in letters)}
+    words = {token for seq in seqs for token in seq}
+    return _Names(
+        texts=frozenset(texts),
+        letters=frozenset(letters),
+        words=frozenset(words | {token.lstrip("+-") for token in words}),
+        firsts=frozenset(seq[0] for seq in texts),
+        longest=max((len(seq) for seq in texts), default=0),
+    )
+
+
+def _mentions(
+    tokens: tuple[str, ...], accepted: _Names, rivals: _Names | None
+) -> list[tuple[int, int, bool]]:
+    """The names that `tokens` mention: (start, end, accepted?) spans of whole token sequences.
+
+    At each start the longest name wins, and a mention inside a longer one is no mention of its own: "737" inside
+    "737 800", "left" inside a rival option "slightly left". Overlapping mentions that do not nest both count.
+    """
+    longest = max(accepted.longest, rivals.longest if rivals else 0)
+    found = []
+    for i, token in enumerate(tokens):
+        if token not in accepted.firsts and (rivals is None or token not in rivals.firsts):
+            continue
+        for j in range(min(len(tokens), i + longest), i, -1):
+            key = tokens[i:j]
+            if key in accepted.texts or (rivals is not None and key in rivals.texts):
+                found.append((i, j, key in accepted.texts))
+                break
+    kept, reach = [], 0
+    for i, j, ok in found:  # by start; a span that ends within an earlier one lies inside it
+        if j > reach:
+            kept.append((i, j, ok))
+            reach = j
+    return kept
+
+
+def grade_answer(answer: str, accepted: frozenset[str], rivals: frozenset[str] | None = None) -> bool:
+    """Whether an answer text names the ground truth and nothing else, as a careful grader reads it.
+
+    The answer is read as tokens (`normalize_answer`). It names a name when the name's tokens occur in it as one
+    run (so "It is a Boeing 737-800.", "\\boxed{737-800}" and "737 800" name "737-800"; "737" and "737800" do
+    not). It names an option letter only where a letter stands alone: "B", "(B)", "B.", "B) left",
+    "The answer is B", "Option B", "\\boxed{B}", but not the article in "A left turn" nor the "b" of "B2".
+    The answer is correct when it names an accepted name, names no rival, and
+
+    - holds no negation outside a name ("not 737-800", "not A320, it's A321");
+    - with `rivals`: holds no other word of a rival's name that the accepted names lack, besides frame words
+      ("737-800/900": "900" is part of "737-900"; "Airbus 707-320": "Airbus" is another maker);
+    - for multiple choice, holds no lone letter but the accepted one ("(A) left", "C or E");
+    - without `rivals` (no knowledge of what else the answer could name): holds nothing but frame words besides
+      accepted names ("It is a 737-800" passes, "737-800 (Next Generation)" does not).
 
     Args:
-        answer: Raw answer text, e.g. "(B) left", "B. left", "B) left", "B: left", "B left" or "left (B)".
+        answer: The raw answer text (the content of the `<answer>` tag).
+        accepted: Names of the ground truth (`rft.data.base.accepted_answers`: the label and its aliases, or the
+            correct option's text and letter); raw or normalised, they are read the same way.
+        rivals: Names of every other answer the question allows (`rft.data.base.rival_answers`: the other classes
+            with their aliases, or the other options' texts and letters); a name also in `accepted` counts as
+            accepted. None: unknown.
 
     Returns:
-        The raw letter and the raw text, e.g. ("B", "left"); None when the answer is not of that shape.
+        True when the answer names the ground truth and nothing that contradicts it.
     """
-    text = unicodedata.normalize("NFKC", answer).strip()
-    match = _LETTER_THEN_TEXT.fullmatch(text)
-    if match:
-        return match.group(1), match.group(2)
-    match = _TEXT_THEN_LETTER.fullmatch(text)
-    if match:
-        return match.group(2), match.group(1)
-    return None
+    scan = _scan(answer)
+    tokens = scan.tokens
+    ok_names = _names(accepted)
+    rival_names = _names(rivals) if rivals is not None else None
+    spans = _mentions(tokens, ok_names, rival_names)
+    named_ok = any(ok for _, _, ok in spans)
+    if not all(ok for _, _, ok in spans):
+        return False
+    inside = {k for i, j, _ in spans for k in range(i, j)}
+    multiple_choice = bool(ok_names.letters or (rival_names and rival_names.letters))
+    for k, token in enumerate(tokens):
+        if k in inside:
+            continue
+        if multiple_choice and scan.slots[k]:
+            if token not in ok_names.letters:
+                return False  # another option's letter ("(A) left"), or one no option has ("C or E")
+            named_ok = True
+            continue
+        if token in _NEGATIONS:
+            return False
+        if token in _FRAME_WORDS:
+            continue
+        if rival_names is None:
+            return False
+        bare = token.lstrip("+-")
+        piece_of_rival = token in rival_names.words or bare in rival_names.words
+        if piece_of_rival and bare not in ok_names.words and not (len(token) == 1 and token.isalpha()):
+            return False
+    return named_ok
 
 
-def is_correct(completion: str, accepted: frozenset[str]) -> bool:
-    """Accuracy, the one matcher of the reward and of evaluation: the answer names the ground truth.
+def is_correct(completion: str, accepted: frozenset[str], rivals: frozenset[str] | None = None) -> bool:
+    """Accuracy, the one matcher of the reward and of evaluation: the `<answer>` names the ground truth.
 
-    Only the tag content counts; text outside the tags is ignored whether or not it holds the right answer.
-    Never a substring test, so "737-200 or 737-300" does not match {"737-200"} and "707" does not match
-    {"707-320"}. The answer is correct when either
-
-    - its normalised form is one of `accepted` (a class name, or that name written with its parent names, e.g.
-      "Boeing 707-320"; for multiple choice the option letter or the option text), or
-    - it writes a letter and a text (`split_option`: "(B) left", "B. left", "left (B)") and both are in
-      `accepted`. A multiple-choice set holds exactly one letter and one text, those of the correct option, so
-      both being in it means they agree; "(A) left" where "left" is option B scores 0.
+    Only the content of the single answer tag counts (`extract_answer`); text outside the tags never does, and a
+    missing, repeated or malformed tag scores False. The content is graded by `grade_answer`: it must name an
+    accepted name (a class with or without its parent names, an option's text or letter) and no rival, so
+    "737-200 or 737-300", "A320 A321", every option at once, "(A) left" where "left" is option B, a family alone
+    ("Boeing 737"), a bare number ("707") and an empty answer all score False.
 
     Args:
         completion: Decoded completion text.
-        accepted: Already-normalised accepted answers (`rft.data.base.accepted_answers`), e.g.
-            {"left", "b"} for multiple-choice option B "left".
+        accepted: The ground truth's names (`rft.data.base.accepted_answers`), e.g. {"left", "b"} for option B
+            "left".
+        rivals: The other answers' names (`rft.data.base.rival_answers`); None falls back to the strict rule of
+            `grade_answer`.
 
     Returns:
-        False when the answer tag is missing, repeated or malformed, or normalises to ""; otherwise whether the
-        answer names an accepted answer as above.
+        Whether the answer names the ground truth.
     """
     answer = extract_answer(completion)
-    if answer is None:
-        return False
-    normalised = normalize_answer(answer)
-    if normalised == "":
-        return False
-    if normalised in accepted:
-        return True
-    parts = split_option(answer)
-    if parts is None:
-        return False
-    letter, text = (normalize_answer(part) for part in parts)
-    return letter in accepted and text in accepted
+    return answer is not None and grade_answer(answer, accepted, rivals)
 
 
 def _lenient_form(text: str) -> str:
@@ -233,94 +390,7 @@ def is_visualrft_correct(completion: str, answer: str) -> bool:
     return truth in got or got in truth
 
 
-# --- what a think block is worth: content units ---------------------------------------------------------------
-
-# Word n-gram length of the repetition and copy checks. A repeat of 4 words or more earns nothing; shorter repeats
-# ("it is a", "the tail") are ordinary language.
-NGRAM = 4
-# Pieces a word would at least be tokenised into: letter runs, single digits, punctuation runs (the shape of the
-# Qwen2 / GPT pre-tokeniser, so a word's units rarely exceed its tokens).
-_PIECE = re.compile(r"[^\W\d_]+|\d|[^\w\s]+|_+")
-# A word that is one short unit repeated three times or more ("hahaha", "1111", "........").
-_REPEATED_UNIT = re.compile(r"(.{1,8}?)\1{2,}", re.DOTALL)
-
-
-def _units(word: str) -> int:
-    """Pieces of a word (`_PIECE`), at least 1."""
-    return max(len(_PIECE.findall(word)), 1)
-
-
-def think_content_units(think: str, prompt: str = "") -> tuple[int, int]:
-    """Split a think block into units that carry content and units of padding.
-
-    The text is cut into words (maximal runs of non-whitespace); each word is worth its pieces (`_PIECE`),
-    which approximate its tokens from below. Padding, which earns no length reward:
-
-    - whitespace beyond one separator between two words (runs of spaces or newlines, leading and trailing
-      whitespace), one unit per character, an upper bound on its tokens;
-    - words with no letter or digit ("...", "---") and invisible words;
-    - repeated n-grams: every word of an `NGRAM`-word window that already started earlier in the think, so
-      a repeated phrase keeps only its first occurrence ("wait wait wait" keeps one "wait");
-    - text copied from the prompt: every word of an `NGRAM`-word window that also occurs in the prompt;
-    - within a word, all but one copy of a repeated short unit ("hahahaha" keeps "ha", and its other copies
-      count as padding units).
-
-    Words compare by `normalize_answer` (case, width and surrounding punctuation ignored).
-
-    Args:
-        think: The text inside `<think>…</think>`.
-        prompt: The user-turn text of the prompt ("" when unknown: nothing counts as copied).
-
-    Returns:
-        (content units C, padding units P); both 0 for an empty think.
-    """
-    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", think)]
-    words = [think[a:b] for a, b in spans]  # [W]
-    keys = [normalize_answer(w) for w in words]  # [W]
-    whitespace = len(think) - sum(len(w) for w in words)
-    padding = whitespace - max(len(words) - 1, 0)  # one separator between two words is free
-    content = [any(ch.isalnum() for ch in k) for k in keys]  # [W]
-    prompt_keys = [normalize_answer(w) for w in prompt.split()]
-    prompt_grams = {tuple(prompt_keys[i : i + NGRAM]) for i in range(len(prompt_keys) - NGRAM + 1)}
-    first: dict[tuple[str, ...], int] = {}  # n-gram -> where it first starts
-    for start in range(len(words) - NGRAM + 1):
-        gram = tuple(keys[start : start + NGRAM])
-        if gram in prompt_grams or first.setdefault(gram, start) < start:
-            for i in range(start, start + NGRAM):
-                content[i] = False
-    units = 0
-    for word, key, ok in zip(words, keys, content, strict=True):
-        if not ok:
-            padding += _units(word)
-            continue
-        repeated = _REPEATED_UNIT.fullmatch(key)
-        if repeated:  # "hahaha": one copy of the unit is content, the other copies padding
-            unit = _units(repeated.group(1))
-            units += unit
-            padding += unit * (len(key) // len(repeated.group(1)) - 1)
-        else:
-            units += _units(word)
-    return units, padding
-
-
-def content_think_tokens(think_tokens: int, think: str, prompt: str = "") -> float:
-    """The think tokens that carry content: `think_tokens * C / (C + P)` from `think_content_units`.
-
-    The row's real token count is shared out in proportion to the units, so a think block free of padding keeps
-    every token (C / (C + P) = 1) and one that is all padding keeps none. Padding whitespace is counted at one
-    unit per character (at least its tokens) and content at its pieces (at most its tokens), so adding padding
-    to a think never raises the result.
-
-    Args:
-        think_tokens: Tokens inside `<think>…</think>`, as the tokenizer counted them.
-        think: The text inside `<think>…</think>`.
-        prompt: The user-turn prompt text, for the copy check ("" to skip it).
-
-    Returns:
-        A float in [0, think_tokens].
-    """
-    units, padding = think_content_units(think, prompt)
-    return think_tokens * units / (units + padding) if units else 0.0
+# --- what a think block is worth: content units (`rft.thinking`) and the length rewards ----------------------
 
 
 @dataclass
@@ -342,6 +412,10 @@ class RewardInputs:
     prompts: list[str] | None = None
     # Pay the length rewards only to completions whose answer is correct (`reward.length_requires_correct`).
     length_requires_correct: bool = False
+    # [B*G] the other answers' names per row (`rft.data.base.rival_answers`), which tell "737-800" from
+    # "737-800 or 737-900"; None (the list or a row): no rival knowledge, `is_correct` falls back to its strict
+    # rule.
+    rivals: list[frozenset[str] | None] | None = None
 
     def validate(self) -> None:
         """Check that the lists are row-aligned and split into whole groups.
@@ -358,8 +432,10 @@ class RewardInputs:
                 "set it to the max completion length"
             )
         n = len(self.completions)
-        names = ["accepted", "think_tokens", "completion_tokens"] + (
-            ["prompts"] if self.prompts is not None else []
+        names = (
+            ["accepted", "think_tokens", "completion_tokens"]
+            + (["prompts"] if self.prompts is not None else [])
+            + (["rivals"] if self.rivals is not None else [])
         )
         for name in names:
             got = len(getattr(self, name))
@@ -375,9 +451,15 @@ class RewardInputs:
             )
 
 
+def _correct(x: RewardInputs) -> list[bool]:
+    """[B*G] `is_correct` of each row, with its rival names when `x` has them."""
+    rivals = x.rivals if x.rivals is not None else [None] * len(x.completions)
+    return [is_correct(c, acc, riv) for c, acc, riv in zip(x.completions, x.accepted, rivals, strict=True)]
+
+
 def accuracy(x: RewardInputs) -> list[float]:
     """1.0 where `is_correct` holds, else 0.0. Returns [B*G]."""
-    return [float(is_correct(c, acc)) for c, acc in zip(x.completions, x.accepted, strict=True)]
+    return [float(ok) for ok in _correct(x)]
 
 
 # Named after its config key; shadowing the builtin is harmless because this module never calls format().
@@ -391,7 +473,7 @@ def _length_paid(x: RewardInputs) -> list[bool]:
     `x.length_requires_correct`, a correct answer."""
     paid = [is_well_formatted(c, think=True) for c in x.completions]
     if x.length_requires_correct:
-        paid = [p and is_correct(c, acc) for p, c, acc in zip(paid, x.completions, x.accepted, strict=True)]
+        paid = [p and ok for p, ok in zip(paid, _correct(x), strict=True)]
     return paid
 
 
@@ -404,39 +486,26 @@ def content_lengths(x: RewardInputs) -> list[float]:
     ]
 
 
-def length_norm(x: RewardInputs) -> list[float]:
-    """The normalised length reward, target form (the default): `min(L / L_target, 1)`.
-
-    L is the think's content tokens (`content_lengths`): whitespace, repeated n-grams and copied prompt text
-    earn nothing. Paid only where `_length_paid` holds (valid format; and a correct answer when
-    `x.length_requires_correct`), so a model cannot earn it by rambling outside the tags.
-
-    Returns:
-        [B*G] rewards in [0, 1].
-    """
+def _target_form(x: RewardInputs, lengths: list[float]) -> list[float]:
+    """[B*G] `min(L / L_target, 1)` for the rows `_length_paid` pays, else 0; `lengths` is L, [B*G]."""
     return [
-        min(n / x.length_target, 1.0) if ok else 0.0
-        for n, ok in zip(content_lengths(x), _length_paid(x), strict=True)
+        min(n / x.length_target, 1.0) if ok else 0.0 for n, ok in zip(lengths, _length_paid(x), strict=True)
     ]
 
 
-# The group form's smallest span, as a fraction of L_target: a group whose content lengths differ by one token
-# pays 1 / (GROUP_MIN_SPAN * L_target) for it, not the full reward.
+# The group form's smallest span, as a fraction of L_target: a group whose lengths differ by one token pays
+# 1 / (GROUP_MIN_SPAN * L_target) for it, not the full reward.
 GROUP_MIN_SPAN = 0.1
 
 
-def length_norm_group(x: RewardInputs) -> list[float]:
-    """Group-normalised length reward: `(L - min L) / max(max L - min L, GROUP_MIN_SPAN * L_target)`.
+def _group_form(x: RewardInputs, lengths: list[float]) -> list[float]:
+    """[B*G] `(L - min L) / max(max L - min L, GROUP_MIN_SPAN * L_target)` within each group; `lengths` is L.
 
-    L is the content length (`content_lengths`). The min and max run over the paid rows of the group only
-    (`_length_paid`); unpaid rows get 0, and the whole group gets 0 when it has fewer than two paid rows or
-    all their lengths are equal. The span floor keeps a one-token difference from earning the full reward.
-
-    Returns:
-        [B*G] rewards in [0, 1].
+    The min and max run over the paid rows of the group only (`_length_paid`); unpaid rows get 0, and the whole
+    group gets 0 when it has fewer than two paid rows or all their lengths are equal. The span floor keeps a
+    one-token difference from earning the full reward.
     """
     paid = _length_paid(x)
-    lengths = content_lengths(x)  # [B*G]
     floor = GROUP_MIN_SPAN * x.length_target
     out = [0.0] * len(x.completions)
     for start in range(0, len(out), x.group_size):
@@ -452,6 +521,48 @@ def length_norm_group(x: RewardInputs) -> list[float]:
     return out
 
 
+def length_norm(x: RewardInputs) -> list[float]:
+    """The normalised length reward, target form (the default): `min(L / L_target, 1)`.
+
+    L is the think's content tokens (`content_lengths`): filler (whitespace, repeats and restatements, counting,
+    strings that are not language, other languages, copies of the prompt) earns nothing. Paid only where
+    `_length_paid` holds (valid format; and a correct answer when `x.length_requires_correct`), so a model
+    cannot earn it by rambling outside the tags.
+
+    Returns:
+        [B*G] rewards in [0, 1].
+    """
+    return _target_form(x, content_lengths(x))
+
+
+def length_norm_group(x: RewardInputs) -> list[float]:
+    """Group-normalised length reward on the content length L (`content_lengths`), see `_group_form`.
+
+    Returns:
+        [B*G] rewards in [0, 1].
+    """
+    return _group_form(x, content_lengths(x))
+
+
+def length_norm_plain(x: RewardInputs) -> list[float]:
+    """The paper's plain target form: `min(think tokens / L_target, 1)`, every think token counted, still gated
+    by `_length_paid`. Kept by name to reproduce the paper exactly; filler earns it (docs/protocol.md).
+
+    Returns:
+        [B*G] rewards in [0, 1].
+    """
+    return _target_form(x, [float(n) for n in x.think_tokens])
+
+
+def length_norm_group_plain(x: RewardInputs) -> list[float]:
+    """The paper's plain group form: `_group_form` on the think token counts, every think token counted.
+
+    Returns:
+        [B*G] rewards in [0, 1].
+    """
+    return _group_form(x, [float(n) for n in x.think_tokens])
+
+
 def length_raw(x: RewardInputs) -> list[float]:
     """VisualThinker-R1-Zero's un-normalised length reward, `0.001 * completion tokens`, ungated. [B*G]."""
     return [0.001 * n for n in x.completion_tokens]
@@ -462,6 +573,8 @@ REWARDS: dict[str, Callable[[RewardInputs], list[float]]] = {
     "format": format,
     "length_norm": length_norm,
     "length_norm_group": length_norm_group,
+    "length_norm_plain": length_norm_plain,
+    "length_norm_group_plain": length_norm_group_plain,
     "length_raw": length_raw,
 }
 

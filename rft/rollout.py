@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rft.config import ConfigError
-from rft.data.base import Sample, Task, accepted_answers
+from rft.data.base import Sample, Task, accepted_answers, rival_answers
 from rft.prompts import Prompts, chat_text, encode_prompts
 from rft.rewards import RewardInputs, score
 from rft.sampling import SAMPLERS, completion_texts, count_think_tokens, stop_token_ids
@@ -172,6 +172,7 @@ def score_rollout(
         length_target=length_target,
         prompts=None if prompts is None else [p for p in prompts for _ in range(G)],  # [N]
         length_requires_correct=length_requires_correct,
+        rivals=[rival_answers(s) for s in rollout.samples for _ in range(G)],  # [N], shared sets
     )
     rollout.term_rewards, rollout.rewards = score(inputs, terms)
     return rollout

@@ -14,7 +14,6 @@ from rft.rewards import (
     GROUP_MIN_SPAN,
     REWARDS,
     RewardInputs,
-    content_think_tokens,
     extract_answer,
     extract_think,
     is_correct,
@@ -23,8 +22,8 @@ from rft.rewards import (
     normalize_answer,
     reward_stats,
     score,
-    think_content_units,
 )
+from rft.thinking import content_think_tokens, think_content_units
 
 
 def batch(
@@ -52,6 +51,11 @@ def batch(
 
 GOOD = "<think>t</think><answer>a</answer>"  # think-format valid, answers "a"
 BAD = "<answer>a</answer>"  # think-format invalid (no think block)
+# Think-format valid with a think the content measure keeps whole, so the content forms of the length reward pay
+# what the plain forms pay on it.
+THOUGHT = (
+    "<think>The plane has four engines and a hump over the cockpit, so it is a 747.</think><answer>a</answer>"
+)
 
 
 # --- normalize_answer ---------------------------------------------------------------------------------------
@@ -61,21 +65,34 @@ BAD = "<answer>a</answer>"  # think-format invalid (no think block)
     ("text", "expected"),
     [
         ("Boeing", "boeing"),
-        ("  Boeing 737_200 ", "boeing737200"),
-        ("737 - 200", "737-200"),
+        ("  Boeing 737_200 ", "boeing 737 200"),
+        ("737 - 200", "737 200"),
+        ("737 -200", "737 200"),  # a spaced hyphen after a number, not a sign
+        ("737-200", "737 200"),
+        ("737200", "737200"),  # digits run together stay one number
         ("\tA\n", "a"),
         ('"A."', "a"),
         ("(B)", "b"),
         ("...left!!", "left"),
         ("«Left»", "left"),  # Unicode quotation marks (category Pi/Pf)
         ("¿left?", "left"),
-        ("F/A-18", "f/a-18"),  # internal punctuation kept
-        ("737-200.", "737-200"),
-        ("\uff21\uff13\uff12\uff10", "a320"),  # full-width "A320", NFKC
-        ("A\u00a0320", "a320"),  # non-breaking space
-        ("A\u3000320", "a320"),  # ideographic space
-        ("A\u200b320", "a320"),  # zero-width space (format character)
+        ("F/A-18", "f a 18"),
+        ("737-200.", "737 200"),
+        ("A-320", "a 320"),  # letters and digits are separate tokens
+        ("a 320", "a 320"),
+        ("\uff21\uff13\uff12\uff10", "a 320"),  # full-width "A320", NFKC
+        ("A\u00a0320", "a 320"),  # non-breaking space
+        ("A\u3000320", "a 320"),  # ideographic space
+        ("A\u200b320", "a 320"),  # zero-width space (a format character) is dropped
         ("ﬁ", "fi"),  # ligature, NFKC
+        ("-30%", "-30 %"),  # a sign and a percent sign are content
+        ("\u221230\uff05", "-30 %"),  # minus sign, full-width percent sign
+        ("30%", "30 %"),
+        ("+30%", "+30 %"),
+        ("1.5", "1.5"),  # a decimal point is content
+        ("12.50", "12.5"),  # one number, one spelling
+        ("\\boxed{737-800}", "737 800"),  # LaTeX command words go
+        ("isn't", "is not"),
         ("", ""),
         ("   ", ""),
         ("?!.", ""),
@@ -183,7 +200,8 @@ OPTION_A = frozenset({"left", "a"})  # multiple choice, option A "left"
         ("<answer> 737 - 200 </answer>", AIRCRAFT, True),
         ("<answer>\uff17\uff13\uff17\uff0d\uff12\uff10\uff10</answer>", AIRCRAFT, True),  # full-width 737-200
         ("<answer>737\u00a0-200.</answer>", AIRCRAFT, True),
-        ("<answer>\n737_200\n</answer>", frozenset({"737200"}), True),
+        ("<answer>\n737_200\n</answer>", frozenset({"737 200"}), True),
+        ("<answer>737200</answer>", AIRCRAFT, False),  # digits run together are another number
         ("<answer>Left</answer>", OPTION_A, True),
         ("<answer>(A)</answer>", OPTION_A, True),
         ("<answer>A.</answer>", OPTION_A, True),
@@ -273,60 +291,81 @@ def test_accuracy_and_format_rewards() -> None:
     assert REWARDS["format"](x) == [1.0, 0.0, 1.0, 0.0]
 
 
+TARGET_FORMS = ["length_norm", "length_norm_plain"]
+GROUP_FORMS = ["length_norm_group", "length_norm_group_plain"]
+
+
+@pytest.mark.parametrize("name", TARGET_FORMS)
 @pytest.mark.parametrize(
     ("completion", "think_tokens", "length_target", "expected"),
     [
-        (GOOD, 0, 100, 0.0),
-        (GOOD, 25, 100, 0.25),
-        (GOOD, 1, 3, 1 / 3),
-        (GOOD, 100, 100, 1.0),
-        (GOOD, 250, 100, 1.0),  # capped at 1
+        (THOUGHT, 0, 100, 0.0),
+        (THOUGHT, 25, 100, 0.25),
+        (THOUGHT, 1, 3, 1 / 3),
+        (THOUGHT, 100, 100, 1.0),
+        (THOUGHT, 250, 100, 1.0),  # capped at 1
         (BAD, 50, 100, 0.0),  # no think block: format invalid
-        ("x " + GOOD, 50, 100, 0.0),  # text outside tags: format invalid
+        ("x " + THOUGHT, 50, 100, 0.0),  # text outside tags: format invalid
     ],
 )
-def test_length_norm(completion: str, think_tokens: int, length_target: int, expected: float) -> None:
+def test_length_norm(
+    name: str, completion: str, think_tokens: int, length_target: int, expected: float
+) -> None:
     x = batch([completion], think_tokens=[think_tokens], length_target=length_target)
-    assert REWARDS["length_norm"](x) == [pytest.approx(expected)]
+    assert REWARDS[name](x) == [pytest.approx(expected)]
 
 
-def test_length_norm_is_gated_by_think_format_even_for_no_think_template() -> None:
-    x = batch([GOOD, BAD], think_tokens=[50, 50], think=False)
-    assert REWARDS["length_norm"](x) == [0.5, 0.0]
+@pytest.mark.parametrize("name", TARGET_FORMS)
+def test_length_norm_is_gated_by_think_format_even_for_no_think_template(name: str) -> None:
+    x = batch([THOUGHT, BAD], think_tokens=[50, 50], think=False)
+    assert REWARDS[name](x) == [0.5, 0.0]
 
 
-def test_length_norm_group_mixed_valid_and_invalid() -> None:
+@pytest.mark.parametrize("name", GROUP_FORMS)
+def test_length_norm_group_mixed_valid_and_invalid(name: str) -> None:
     # valid lengths 10, 40, 30 -> min 10, max 40, span 30; the invalid row has the longest think but earns 0
     # and does not move the max.
-    x = batch([GOOD, GOOD, BAD, GOOD], think_tokens=[10, 40, 90, 30], group_size=4)
-    assert REWARDS["length_norm_group"](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.0, 2 / 3]]
+    x = batch([THOUGHT, THOUGHT, BAD, THOUGHT], think_tokens=[10, 40, 90, 30], group_size=4)
+    assert REWARDS[name](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.0, 2 / 3]]
 
 
+@pytest.mark.parametrize("name", GROUP_FORMS)
 @pytest.mark.parametrize(
     ("completions", "think_tokens"),
     [
-        ([GOOD, GOOD, GOOD, GOOD], [20, 20, 20, 20]),  # all equal
-        ([GOOD, GOOD, BAD, BAD], [20, 20, 5, 90]),  # valid members equal
-        ([GOOD, BAD, BAD, BAD], [20, 5, 90, 1]),  # fewer than two valid members
+        ([THOUGHT, THOUGHT, THOUGHT, THOUGHT], [20, 20, 20, 20]),  # all equal
+        ([THOUGHT, THOUGHT, BAD, BAD], [20, 20, 5, 90]),  # valid members equal
+        ([THOUGHT, BAD, BAD, BAD], [20, 5, 90, 1]),  # fewer than two valid members
         ([BAD, BAD, BAD, BAD], [1, 2, 3, 4]),  # none valid
     ],
 )
 def test_length_norm_group_degenerate_groups_are_zero(
-    completions: list[str], think_tokens: list[int]
+    name: str, completions: list[str], think_tokens: list[int]
 ) -> None:
     x = batch(completions, think_tokens=think_tokens, group_size=4)
-    assert REWARDS["length_norm_group"](x) == [0.0, 0.0, 0.0, 0.0]
+    assert REWARDS[name](x) == [0.0, 0.0, 0.0, 0.0]
 
 
-def test_length_norm_group_groups_are_independent() -> None:
+@pytest.mark.parametrize("name", GROUP_FORMS)
+def test_length_norm_group_groups_are_independent(name: str) -> None:
     # G=3. group 0 = rows 0..2, lengths 0, 100, 50 -> 0, 1, 0.5.
     # group 1 = rows 3..5, lengths 60, (invalid, 1000), 70 -> 0, 0, 1; group 0's span plays no part.
     x = batch(
-        [GOOD, GOOD, GOOD, GOOD, BAD, GOOD],
+        [THOUGHT, THOUGHT, THOUGHT, THOUGHT, BAD, THOUGHT],
         think_tokens=[0, 100, 50, 60, 1000, 70],
         group_size=3,
     )
-    assert REWARDS["length_norm_group"](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.5, 0.0, 0.0, 1.0]]
+    assert REWARDS[name](x) == [pytest.approx(v) for v in [0.0, 1.0, 0.5, 0.0, 0.0, 1.0]]
+
+
+def test_plain_forms_count_every_think_token() -> None:
+    # A think of counting is not language: no content, so only the plain forms pay for its 40 tokens.
+    counting = "<think>" + " ".join(str(i) for i in range(1, 21)) + "</think><answer>a</answer>"
+    x = batch([counting, THOUGHT], think_tokens=[40, 20], group_size=2)
+    assert REWARDS["length_norm_plain"](x) == [0.4, 0.2]
+    assert REWARDS["length_norm"](x) == [0.0, 0.2]
+    assert REWARDS["length_norm_group_plain"](x) == [1.0, 0.0]  # span 20 >= the floor 0.1 * 100
+    assert REWARDS["length_norm_group"](x) == [0.0, 1.0]
 
 
 def test_length_raw_is_ungated() -> None:
@@ -336,7 +375,15 @@ def test_length_raw_is_ungated() -> None:
 
 def test_rewards_registry_names() -> None:
     builtin = {name for name in REWARDS if not name.startswith("test_")}  # conftest registers test-only terms
-    assert builtin == {"accuracy", "format", "length_norm", "length_norm_group", "length_raw"}
+    assert builtin == {
+        "accuracy",
+        "format",
+        "length_norm",
+        "length_norm_group",
+        "length_norm_plain",
+        "length_norm_group_plain",
+        "length_raw",
+    }
 
 
 # --- score and reward_stats ---------------------------------------------------------------------------------
@@ -350,7 +397,7 @@ def test_score_weights_and_sums_terms() -> None:
         group_size=2,
         length_target=100,
     )
-    per_term, total = score(x, [("accuracy", 1.0), ("format", 0.5), ("length_norm", 2.0)])
+    per_term, total = score(x, [("accuracy", 1.0), ("format", 0.5), ("length_norm_plain", 2.0)])
     assert per_term == [
         [1.0, 0.0, 1.0, 0.0],
         [1.0, 1.0, 0.0, 0.0],
@@ -433,7 +480,7 @@ def think(text: str, answer: str = "747-400") -> str:
 
 def test_clean_reasoning_keeps_every_token() -> None:
     units, padding = think_content_units(REASONING, FGVC_PROMPT)
-    assert padding == 0 and 0 < units <= REASONING_TOKENS
+    assert padding == 0 and units > 0
     assert content_think_tokens(REASONING_TOKENS, REASONING, FGVC_PROMPT) == REASONING_TOKENS
 
 
@@ -459,7 +506,7 @@ def test_padding_alone_earns_almost_nothing(padding: str) -> None:
     x = batch([think(padding)], accepted=[ACCEPTED_747], think_tokens=[33], length_target=33)
     x.prompts = [FGVC_PROMPT]
     (reward,) = REWARDS["length_norm"](x)
-    assert reward <= 4 / 33  # at most the NGRAM words that start a repeat
+    assert reward <= 4 / 33  # at most the first "wait" or "let me think."
 
 
 @pytest.mark.parametrize(
@@ -520,11 +567,12 @@ def test_length_requires_correct_in_the_group_form() -> None:
     assert REWARDS["length_norm_group"](x) == [0.0, 0.0, 1.0]
 
 
-def test_group_form_one_extra_token_earns_a_sliver() -> None:
+@pytest.mark.parametrize("name", GROUP_FORMS)
+def test_group_form_one_extra_token_earns_a_sliver(name: str) -> None:
     # lengths 10 and 11: before, 11 earned the full reward 1.0. The span floor is GROUP_MIN_SPAN * L_target.
-    x = batch([GOOD, GOOD], think_tokens=[10, 11], group_size=2, length_target=256)
-    assert REWARDS["length_norm_group"](x) == [0.0, pytest.approx(1 / (GROUP_MIN_SPAN * 256))]
-    assert REWARDS["length_norm_group"](x)[1] < 0.05
+    x = batch([THOUGHT, THOUGHT], think_tokens=[10, 11], group_size=2, length_target=256)
+    assert REWARDS[name](x) == [0.0, pytest.approx(1 / (GROUP_MIN_SPAN * 256))]
+    assert REWARDS[name](x)[1] < 0.05
 
 
 def test_prompts_must_be_row_aligned() -> None:

@@ -1,7 +1,9 @@
 """Unit tests for the one answer matcher that the accuracy reward and evaluation share, and the eval metrics.
 
 FGVC-Aircraft cases use the real 100 variants with the family and manufacturer the official annotation files give
-them; multiple-choice cases use SAT-style questions with shuffled options. Every expectation is by hand.
+them; multiple-choice cases use SAT-style questions with shuffled options and a banner question with signed
+percentages. Every expectation is by hand. Most cases are graded twice: with the rival names a task gives its rows
+(`rival_answers`, what training and evaluation use) and without them (the matcher's strict fallback).
 
     python -m pytest -q tests/test_scoring.py
 """
@@ -11,20 +13,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
-from rft.data.base import DataError, Sample, Task, accepted_answers
+from rft.data.base import DataError, Sample, Task, accepted_answers, rival_answers, with_rivals
 from rft.data.fgvc import fgvc_hierarchy, qualified_names
 from rft.data.registry import build_task
-from rft.evaluate import eval_metrics
+from rft.evaluate import eval_metrics, prediction_row
 from rft.rewards import (
     REWARDS,
     RewardInputs,
+    grade_answer,
     is_correct,
     is_visualrft_correct,
     normalize_answer,
-    split_option,
 )
+from rft.rollout import Rollout, score_rollout
 
 # FGVC-Aircraft 2013b: the 100 variants (variants.txt order) with their family and manufacturer, as the official
 # images_{variant,family,manufacturer}_*.txt files pair them.
@@ -137,11 +141,35 @@ NAMES = qualified_names(HIERARCHY, "variant")
 
 
 def fgvc_sample(variant: str) -> Sample:
+    """A row of the variant, without rival names (as a row made by hand)."""
     return Sample(uid=variant, images=(), question="", answer=variant, label=variant, aliases=NAMES[variant])
+
+
+def level_rows(level: str) -> dict[str, Sample]:
+    """label -> one row of FGVC-Aircraft at an annotation level, with the aliases and rivals a `Task` gives it."""
+    pick = {"variant": 0, "family": 1, "manufacturer": 2}[level]
+    labels = list(dict.fromkeys(row[pick] for row in ROWS))
+    names = qualified_names(HIERARCHY, level)
+    rows = [
+        Sample(uid=x, images=(), question="", answer=x, label=x, aliases=names.get(x, ())) for x in labels
+    ]
+    task = Task(name="fgvc", kind="classification", splits={"test": rows}, classes=tuple(labels))
+    return {s.label: s for s in task.split("test")}
+
+
+VARIANT_ROWS = level_rows("variant")
+FAMILY_ROWS = level_rows("family")
+MAKER_ROWS = level_rows("manufacturer")
 
 
 def answer(text: str) -> str:
     return f"<think>The aircraft in the image.</think> <answer>{text}</answer>"
+
+
+def graded(text: str, sample: Sample, rivals: bool = True) -> bool:
+    """`is_correct` of `<answer>text</answer>` for `sample`, with its rival names (as training and evaluation
+    grade) or without them."""
+    return is_correct(answer(text), accepted_answers(sample), rival_answers(sample) if rivals else None)
 
 
 def with_maker(variant: str) -> str:
@@ -169,10 +197,13 @@ def test_the_table_is_fgvc_aircraft_2013b() -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_scores_bare_and_with_its_manufacturer(variant: str) -> None:
-    accepted = accepted_answers(fgvc_sample(variant))
-    assert is_correct(answer(variant), accepted)
-    assert is_correct(answer(with_maker(variant)), accepted)
-    assert is_correct(answer(with_maker(variant).upper()), accepted)
+    for s in (fgvc_sample(variant), VARIANT_ROWS[variant]):  # without and with rival names
+        assert graded(variant, s)
+        assert graded(with_maker(variant), s)
+        assert graded(with_maker(variant).upper(), s)
+        assert graded(f"It is a {with_maker(variant)}.", s)
+        assert graded(f"\\boxed{{{variant}}}", s)
+        assert graded(variant.replace("-", " "), s)
 
 
 def test_accepted_sets_never_overlap() -> None:
@@ -185,8 +216,25 @@ def test_accepted_sets_never_overlap() -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_manufacturer_form_of_one_variant_never_scores_for_another(variant: str) -> None:
-    text = answer(with_maker(variant))
-    assert [v for v in VARIANTS if is_correct(text, accepted_answers(fgvc_sample(v)))] == [variant]
+    text = with_maker(variant)
+    assert [v for v in VARIANTS if graded(text, fgvc_sample(v), rivals=False)] == [variant]
+    assert [v for v in VARIANTS if graded(text, VARIANT_ROWS[v])] == [variant]
+    assert [
+        v for v in VARIANTS if graded(f"The aircraft is a {text} (Next Generation)", VARIANT_ROWS[v])
+    ] == [variant]
+
+
+def test_the_rows_of_a_task_share_one_rival_set_per_class() -> None:
+    rows = [fgvc_sample(v) for v in ("737-800", "737-800", "A320")]
+    task = Task(name="fgvc", kind="classification", splits={"test": rows}, classes=tuple(VARIANTS))
+    a, b, c = task.split("test")
+    assert a.rivals is b.rivals and a.rivals is not c.rivals
+    assert rival_answers(a) == a.rivals and "a 320" in a.rivals and "737 800" not in a.rivals
+    assert "airbus a 320" in a.rivals and "boeing 737 800" in c.rivals  # other classes' aliases
+    assert "737 900" in a.rivals  # every class of `classes`, even one no row has
+    assert a == fgvc_sample("737-800")  # rivals are derived, not part of what the row is
+    assert rival_answers(fgvc_sample("737-800")) is None  # a row made by hand: the strict fallback
+    assert with_rivals({"test": [a]}, ["x"])["test"][0].rivals is a.rivals  # set rivals are kept
 
 
 @pytest.mark.parametrize(
@@ -226,7 +274,139 @@ def test_the_manufacturer_form_of_one_variant_never_scores_for_another(variant: 
     ],
 )
 def test_fgvc_answers(text: str, variant: str, expected: bool) -> None:
-    assert is_correct(answer(text), accepted_answers(fgvc_sample(variant))) is expected
+    assert graded(text, fgvc_sample(variant), rivals=False) is expected
+    assert graded(text, VARIANT_ROWS[variant]) is expected
+
+
+# How a model phrases a right answer: each names the label, and nothing else the task could mean.
+PHRASINGS = [
+    ("737-800", "737-800"),
+    ("It is a Boeing 737-800.", "737-800"),
+    ("737 800", "737-800"),
+    ("737_800", "737-800"),
+    ("\\boxed{737-800}", "737-800"),
+    ("$\\boxed{\\text{Boeing 737-800}}$", "737-800"),
+    ("Boeing 737-800 (Next Generation)", "737-800"),  # a parenthetical that names no rival
+    ("The aircraft is a 737-800", "737-800"),
+    ("The answer is: **737-800**", "737-800"),
+    ("\uff17\uff13\uff17\uff0d\uff18\uff10\uff10", "737-800"),  # full-width
+    ("737\u2013800", "737-800"),  # en dash
+    ("Boeing 737 family, 737-800 variant", "737-800"),  # its own family, as words of its own name
+    ("Airbus A-320", "A320"),
+    ("A 320", "A320"),
+    ("an Airbus A320", "A320"),
+    ("Boeing 707-320", "707-320"),
+    ("Boeing 707 707-320", "707-320"),
+    ("de Havilland Canada DHC-8-300 Dash 8", "DHC-8-300"),
+    ("Lockheed Martin F-16A/B", "F-16A/B"),
+    ("F/A-18", "F/A-18"),
+    ("An-12", "An-12"),
+]
+
+
+@pytest.mark.parametrize(("text", "variant"), PHRASINGS)
+def test_a_right_answer_scores_however_it_is_phrased(text: str, variant: str) -> None:
+    assert graded(text, VARIANT_ROWS[variant])
+    assert [v for v in VARIANTS if graded(text, VARIANT_ROWS[v])] == [variant]
+
+
+# What a careful grader marks wrong although the label may occur in it.
+REFUSALS = [
+    ("A320", "A321"),  # a neighbouring variant
+    ("A330-300", "A330-200"),
+    ("737-900", "737-800"),
+    ("737-800 or 737-900", "737-800"),  # two candidates
+    ("737-800, 737-900", "737-800"),
+    ("A320 A321", "A320"),
+    ("A320 A321", "A321"),
+    ("MD-80 MD-87", "MD-87"),
+    ("MD-80 MD-87", "MD-80"),
+    ("Boeing 737", "737-800"),  # the family alone
+    ("737", "737-800"),  # a bare number
+    ("Boeing", "737-800"),  # the manufacturer alone
+    ("", "737-800"),
+    ("   ", "737-800"),
+    ("737-800/900", "737-800"),  # a shorthand for two variants
+    ("737-800 or -900", "737-800"),
+    ("A320/321", "A320"),
+    ("not A320, it's A321", "A321"),  # a negation
+    ("not 737-800", "737-800"),
+    ("it isn't a 737-800", "737-800"),
+    ("Boeing 737-800 (a 737-900 derivative)", "737-800"),  # a parenthetical that names a rival
+    ("Airbus 737-800", "737-800"),  # another variant's manufacturer
+    ("Boeing 747 737-800", "737-800"),  # another variant's family
+    ("737800", "737-800"),  # digits run together are another number
+    ("737-8000", "737-800"),
+    ("737-80", "737-800"),
+]
+
+
+@pytest.mark.parametrize(("text", "variant"), REFUSALS)
+def test_a_wrong_or_hedged_answer_scores_zero(text: str, variant: str) -> None:
+    assert not graded(text, VARIANT_ROWS[variant])
+    assert not graded(text, fgvc_sample(variant), rivals=False)
+
+
+def test_every_variant_at_once_scores_zero() -> None:
+    text = ", ".join(VARIANTS)
+    assert not any(graded(text, VARIANT_ROWS[v]) for v in VARIANTS)
+    assert not any(graded(text, fgvc_sample(v), rivals=False) for v in VARIANTS)
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "expected"),
+    [
+        ("Boeing 737", "Boeing 737", True),
+        ("It is a Boeing 737.", "Boeing 737", True),
+        ("Boeing 737-800", "Boeing 737", True),  # a variant of the family, written with it
+        ("Boeing 747", "Boeing 737", False),
+        ("Boeing 737 or Boeing 747", "Boeing 737", False),
+        ("Airbus A320", "A320", True),
+        ("A320", "A320", True),
+        ("A320 or A330", "A320", False),
+        ("737", "Boeing 737", False),  # left open: no family form is a bare number
+    ],
+)
+def test_family_answers(text: str, label: str, expected: bool) -> None:
+    assert graded(text, FAMILY_ROWS[label]) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "expected"),
+    [
+        ("Boeing", "Boeing", True),
+        ("It's a Boeing 737-800", "Boeing", True),  # the variant does not name another manufacturer
+        ("Airbus", "Boeing", False),
+        ("Boeing or Airbus", "Boeing", False),
+        ("McDonnell Douglas", "McDonnell Douglas", True),
+        ("Douglas Aircraft Company", "McDonnell Douglas", False),
+        ("Douglas", "Douglas Aircraft Company", False),  # left open: manufacturers get no short forms
+    ],
+)
+def test_manufacturer_answers(text: str, label: str, expected: bool) -> None:
+    assert graded(text, MAKER_ROWS[label]) is expected
+
+
+# Answers a careful grader could read two ways, and the reading the matcher takes (docs/protocol.md,
+# "Ambiguous answers"). Graded with rival names.
+AMBIGUOUS_FGVC = [
+    ("probably 737-800", "737-800", True),  # a hedge word is not another candidate
+    ("I think it's a 737-800", "737-800", True),
+    ("737-800?", "737-800", True),
+    ("I'm not sure, but 737-800", "737-800", False),  # any negation outside a name
+    ("not A320, it's A321", "A321", False),  # the matcher does not parse what a negation rules out
+    ("737-800/900", "737-800", False),  # "900" is a piece of 737-900 and not of 737-800
+    ("737800", "737-800", False),  # one number, not 737 and 800
+    ("a 320", "A320", True),  # the article and the type letter read alike
+    ("Boeing 737-800 with 4 engines", "737-800", False),  # "4" is a piece of A300B4: a stray number is a risk
+    ("Boeing 737-800 with two engines", "737-800", True),
+    ("F-16A", "F-16A/B", False),  # left open: the label is the pair of versions
+]
+
+
+@pytest.mark.parametrize(("text", "variant", "expected"), AMBIGUOUS_FGVC)
+def test_ambiguous_fgvc_answers(text: str, variant: str, expected: bool) -> None:
+    assert graded(text, VARIANT_ROWS[variant]) is expected
 
 
 def test_several_answer_tags_score_zero_even_when_both_are_right() -> None:
@@ -287,6 +467,9 @@ def test_the_fgvc_task_carries_the_accepted_forms(tmp_path: Path) -> None:
     assert is_correct("<answer>Airbus A321</answer>", accepted_answers(by_label["A321"]))
     assert not is_correct("<answer>A320 A321</answer>", accepted_answers(by_label["A321"]))
     assert is_correct("<answer>Cessna Citation 525</answer>", accepted_answers(by_label["Cessna 525"]))
+    a321 = by_label["A321"]  # the task's rows carry every other class of variants.txt as rivals
+    assert "a 320" in rival_answers(a321) and "boeing 707 320" in rival_answers(a321)
+    assert graded("It is an Airbus A321.", a321) and not graded("A320 or A321", a321)
 
 
 # --- multiple choice: the letter, the text, or both when they agree -----------------------------------------------
@@ -299,7 +482,23 @@ SAT_QUESTIONS = [
            answer="no", options=("yes", "no"), qtype="ego_movement"),
     Sample(uid="val-881", images=(), question="Which object is closer to the camera?",
            answer="the red mug", options=("the laptop", "the lamp", "the red mug", "the stack of books"), qtype="depth"),
+    Sample(uid="val-412", images=(), question="Which is closer to the camera, the lamp or the chair?",
+           answer="same distance", options=("the lamp", "same distance", "the chair"), qtype="depth"),
 ]  # fmt: skip
+# Banner-style questions: a sign and a decimal point are content.
+BANNER_QUESTIONS = [
+    Sample(uid="b-1", images=(), question="What discount is shown next to the red button?", answer="-30%",
+           options=("-20%", "-30%", "-50%", "-10%"), qtype="discount_by_button"),
+    Sample(uid="b-2", images=(), question="What does the mug cost after its discount?", answer="$1.5",
+           options=("$15", "$1.5", "$0.15", "$150"), qtype="sale_price"),
+]  # fmt: skip
+
+
+def mc(text: str, sample: Sample, rivals: bool = True) -> bool:
+    """`is_correct` of `<answer>text</answer>` for a multiple-choice row, with or without its rival names."""
+    return is_correct(
+        f"<answer>{text}</answer>", accepted_answers(sample), rival_answers(sample) if rivals else None
+    )
 
 
 @pytest.mark.parametrize(
@@ -307,7 +506,19 @@ SAT_QUESTIONS = [
     [
         ("B", True),
         ("left", True),
-        ("(B) left", True),  # 0 before
+        ("(B) left", True),
+        ("The answer is B.", True),
+        ("The answer is (B).", True),
+        ("Answer: B", True),
+        ("Option B", True),
+        ("option b: left", True),
+        ("\\boxed{B}", True),
+        ("$\\boxed{\\text{B}}$", True),
+        ("**B**", True),
+        ("B.", True),
+        ("I think B", True),  # the pronoun "I" is no option letter
+        ("It is to the left.", True),
+        ("\uff22", True),  # full-width B
         ("B. left", True),
         ("B) left", True),
         ("B: left", True),
@@ -329,6 +540,14 @@ SAT_QUESTIONS = [
         ("left or right", False),
         ("(B) left or (A) right", False),
         ("B, A", False),
+        ("A, B", False),
+        ("A B", False),
+        ("B or C", False),  # a letter no option has
+        ("The answer is A.", False),
+        ("\\boxed{A}", False),
+        ("left, right", False),
+        ("not right", False),
+        ("not left", False),
         ("(B)", True),
         ("", False),
         ("()", False),
@@ -337,16 +556,104 @@ SAT_QUESTIONS = [
 def test_multiple_choice_answers(text: str, expected: bool) -> None:
     s = SAT_QUESTIONS[0]
     assert accepted_answers(s) == {"left", "b"}
-    assert is_correct(f"<answer>{text}</answer>", accepted_answers(s)) is expected
+    assert rival_answers(s) == {"right", "a"}
+    assert mc(text, s) is expected
+    assert mc(text, s, rivals=False) is expected
 
 
 def test_multiword_options_and_four_choices() -> None:
     s = SAT_QUESTIONS[2]
-    accepted = accepted_answers(s)
-    for text in ("C", "the red mug", "(C) the red mug", "C. The red mug", "the red mug (C)"):
-        assert is_correct(f"<answer>{text}</answer>", accepted), text
-    for text in ("(A) the red mug", "(C) the laptop", "the red mug or the lamp", "C D"):
-        assert not is_correct(f"<answer>{text}</answer>", accepted), text
+    for text in (
+        "C",
+        "the red mug",
+        "(C) the red mug",
+        "C. The red mug",
+        "the red mug (C)",
+        "The answer is C",
+    ):
+        assert mc(text, s) and mc(text, s, rivals=False), text
+    for text in ("(A) the red mug", "(C) the laptop", "the red mug or the lamp", "C D", "A, B, C, D", "C or E",
+                 ", ".join(s.options)):  # fmt: skip
+        assert not mc(text, s) and not mc(text, s, rivals=False), text
+    assert not mc("the red mug, not the stack of books", s)
+    assert not mc("the red mug on the books", s)  # a word of another option's text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("same distance", True), ("same-distance", True), ("Same_Distance.", True), ("B", True),
+     ("(B) same-distance", True), ("They are at the same distance", True), ("the lamp", False),
+     ("(A) same distance", False), ("same distance or the chair", False)],
+)  # fmt: skip
+def test_option_text_written_with_other_separators(text: str, expected: bool) -> None:
+    assert mc(text, SAT_QUESTIONS[3]) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "index", "expected"),
+    [
+        ("-30%", 0, True),
+        ("B", 0, True),
+        ("(B) -30%", 0, True),
+        ("\u221230 %", 0, True),  # minus sign
+        ("\\boxed{-30\\%}", 0, True),
+        ("30%", 0, False),  # the sign dropped
+        ("+30%", 0, False),  # the sign flipped
+        ("-20%", 0, False),
+        ("(A) -30%", 0, False),
+        ("-30% or -20%", 0, False),
+        ("-30", 0, False),  # the percent sign is content too
+        ("$1.5", 1, True),
+        ("1.5", 1, True),
+        ("$1.50", 1, True),  # one number, one spelling
+        ("15", 1, False),  # a decimal point is content
+        ("$15", 1, False),
+        ("0.15", 1, False),
+        ("1.5 or 15", 1, False),
+    ],
+)
+def test_signs_and_decimal_points_are_content(text: str, index: int, expected: bool) -> None:
+    assert mc(text, BANNER_QUESTIONS[index]) is expected
+    assert mc(text, BANNER_QUESTIONS[index], rivals=False) is expected
+
+
+def test_words_around_the_answer_need_rival_names() -> None:
+    """With the rival names, words that name no rival may surround the answer; without them (a row made by hand)
+    the matcher cannot tell "off" from another answer, and only frame words may."""
+    for text, s in [("The chair is on the left", SAT_QUESTIONS[0]), ("-30% off", BANNER_QUESTIONS[0])]:
+        assert mc(text, s) and not mc(text, s, rivals=False), text
+    text = "Boeing 737-800 (Next Generation)"
+    assert graded(text, VARIANT_ROWS["737-800"]) and not graded(text, fgvc_sample("737-800"), rivals=False)
+
+
+# Multiple-choice answers a careful grader could read two ways, and the reading the matcher takes
+# (docs/protocol.md, "Ambiguous answers"). Options: (A) right, (B) left; B is correct. Graded with rival names.
+AMBIGUOUS_MC = [
+    ("A left turn", True),  # "A" before a word is the article, not option A
+    ("A left", True),  # the same reading: the text decides
+    ("A. left", False),  # "A." is the letter A, which disagrees with "left"
+    ("A: left", False),
+    ("a", False),  # a lone "a" is the letter
+    ("The answer is a", False),
+    ("Bleft", False),  # no letter inside a word, and "bleft" is no option's text
+    ("Because it is on the left", True),  # nor is the "B" of "Because" a letter
+    ("B2", False),  # a letter next to a digit is part of a name, not a letter
+    ("left (e.g. the chair's left)", False),  # "e" and "g" stand alone: letters no option has
+    ("probably left", True),
+    ("left, not right", False),  # names the rival, whatever the negation means
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), AMBIGUOUS_MC)
+def test_ambiguous_multiple_choice_answers(text: str, expected: bool) -> None:
+    assert mc(text, SAT_QUESTIONS[0]) is expected
+
+
+def test_grade_answer_is_the_tag_content_graded() -> None:
+    s = SAT_QUESTIONS[0]
+    assert grade_answer("(B) left", accepted_answers(s), rival_answers(s))
+    assert not grade_answer("(A) left", accepted_answers(s), rival_answers(s))
+    assert is_correct("(B) left", accepted_answers(s)) is False  # no answer tag
 
 
 def test_the_prompt_shows_what_the_matcher_accepts() -> None:
@@ -355,15 +662,6 @@ def test_the_prompt_shows_what_the_matcher_accepts() -> None:
     assert "(A) yes (B) no" in prompt
     assert is_correct("<answer>(B) no</answer>", accepted_answers(s))
     assert not is_correct("<answer>(A) no</answer>", accepted_answers(s))
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("(B) left", ("B", "left")), ("B. left", ("B", "left")), ("left (B)", ("B", "left")), ("B", None),
-     ("left", None), ("A320", None), ("F/A-18", None)],
-)  # fmt: skip
-def test_split_option(text: str, expected: tuple[str, str] | None) -> None:
-    assert split_option(text) == expected
 
 
 def test_reward_and_evaluation_agree() -> None:
@@ -377,6 +675,33 @@ def test_reward_and_evaluation_agree() -> None:
         float(is_correct(c, a)) for c, a in zip(completions, accepted, strict=True)
     ]
     assert REWARDS["accuracy"](x) == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_reward_and_evaluation_agree_on_every_case() -> None:
+    """Every phrasing, refusal and ambiguous case above, scored by the GRPO rollout's reward (`score_rollout`,
+    which builds `RewardInputs` from the rows) and by evaluation's prediction row: the same verdict, and the
+    expected one."""
+    cases = (
+        [(VARIANT_ROWS[v], t, True) for t, v in PHRASINGS]
+        + [(VARIANT_ROWS[v], t, False) for t, v in REFUSALS]
+        + [(VARIANT_ROWS[v], t, ok) for t, v, ok in AMBIGUOUS_FGVC]
+        + [(SAT_QUESTIONS[0], t, ok) for t, ok in AMBIGUOUS_MC]
+        + [(SAT_QUESTIONS[3], "same-distance", True), (BANNER_QUESTIONS[0], "+30%", False)]
+        + [(SAT_QUESTIONS[0], t, True) for t in ("The answer is B.", "Option B", "\\boxed{B}", "(B) left")]
+    )
+    samples = [s for s, _, _ in cases]
+    completions = [answer(t) for _, t, _ in cases]
+    n = len(cases)
+    rollout = Rollout(samples=samples, prompts=None, group_size=1, prompt_index=torch.arange(n),
+                      ids=torch.zeros(n, 3, dtype=torch.long), mask=torch.ones(n, 3, dtype=torch.long),
+                      completions=completions, think_tokens=[4] * n, finished=torch.ones(n, dtype=torch.bool))  # fmt: skip
+    rewarded = score_rollout(rollout, [("accuracy", 1.0)], think=True, length_target=100).rewards
+    evaluated = [
+        prediction_row(s, c, think=True, completion_tokens=3, think_tokens=4)["correct"]
+        for s, c in zip(samples, completions, strict=True)
+    ]
+    assert rewarded == [float(ok) for ok in evaluated]
+    assert evaluated == [ok for _, _, ok in cases]
 
 
 # --- Visual-RFT's two-way substring metric ------------------------------------------------------------------------

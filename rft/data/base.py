@@ -2,14 +2,18 @@
 
 The prompt templates are Visual-RFT's (arXiv 2503.01785): a think template that asks for
 `<think> ... </think> <answer> ... </answer>`, an answer-only template, and their multiple-choice forms. A task owns
-its prompt, its splits and what counts as a correct answer (`accepted_answers`). `DataError` is the one error
-every loader raises for bad or missing data; its message names the file or field and the fix.
+its prompt, its splits, what counts as a correct answer (`accepted_answers`) and what else an answer could name
+(`rival_answers`), which the answer matcher `rft.rewards.is_correct` needs to tell "737-800" from "737-800 or
+737-900". `DataError` is the one error every loader raises for bad or missing data; its message names the file or
+field and the fix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -50,6 +54,10 @@ class Sample:
         aliases: Other written forms of `answer` that also count as correct, raw text (FGVC-Aircraft: the
             variant with its manufacturer and/or family, `rft.data.fgvc.qualified_names`). SFT still trains on
             `answer`.
+        rivals: Classification only: the normalised names of every other class of the task, with their aliases,
+            which `rival_answers` hands to the matcher. `Task` fills it (`with_rivals`) with one set per class,
+            shared by that class's rows, so it costs nothing per row. Multiple choice leaves it empty: the other
+            options are in `options`.
     """
 
     uid: str
@@ -61,6 +69,8 @@ class Sample:
     qtype: str = ""
     rationale: str = ""
     aliases: tuple[str, ...] = ()
+    # derived from the task, too long to print, and not part of what the row is
+    rivals: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
 
 def option_letter(i: int) -> str:
@@ -81,6 +91,47 @@ def accepted_answers(sample: Sample) -> frozenset[str]:
     return frozenset(accepted)
 
 
+def rival_answers(sample: Sample) -> frozenset[str] | None:
+    """The normalised names of every other answer the question allows, which `rft.rewards.is_correct` reads as
+    rivals: an answer that names one of them as well ("737-800 or 737-900", "(A) left") names neither.
+
+    Multiple choice: the other options' texts and letters. Classification: `sample.rivals`, the other classes
+    with their aliases (filled in by `Task`). None when a classification row carries none (a row made by hand, or
+    a task of one class): the matcher then falls back to its strict rule.
+    """
+    if sample.options:
+        right = sample.options.index(sample.answer)
+        rivals = {
+            normalize_answer(name)
+            for j, text in enumerate(sample.options)
+            if j != right
+            for name in (text, option_letter(j))
+        }
+        rivals.discard("")
+        return frozenset(rivals)
+    return sample.rivals or None
+
+
+def with_rivals(splits: dict[str, list[Sample]], classes: Iterable[str]) -> dict[str, list[Sample]]:
+    """The classification rows of `splits` with `Sample.rivals` filled in: for a row of class c, the normalised
+    names of every other class (`classes` and every label in `splits`) with the aliases its rows carry.
+
+    One frozenset per class, shared by reference by its rows. A row that already has rivals keeps them.
+    """
+    names: dict[str, set[str]] = {c: {normalize_answer(c)} for c in classes}
+    for rows in splits.values():
+        for s in rows:
+            names.setdefault(s.answer, {normalize_answer(s.answer)}).update(
+                normalize_answer(a) for a in s.aliases
+            )
+    every = set().union(*names.values()) - {""}
+    rivals = {c: frozenset(every - own) for c, own in names.items()}
+    return {
+        split: [s if s.rivals else dataclasses.replace(s, rivals=rivals[s.answer]) for s in rows]
+        for split, rows in splits.items()
+    }
+
+
 def format_options(options: tuple[str, ...]) -> str:
     return " ".join(f"({option_letter(i)}) {o}" for i, o in enumerate(options))
 
@@ -96,6 +147,9 @@ class Task:
         object_noun: For classification prompts, what the image contains ("an aircraft").
         answer_slot: For classification prompts, the placeholder in the format example ("species name").
         classes: Class names of a classification task.
+
+    A classification task's rows get their `Sample.rivals` when the task is made (`with_rivals`), so every
+    task's rows reach the matcher with the other answers it must tell apart.
     """
 
     name: str
@@ -104,6 +158,10 @@ class Task:
     object_noun: str = ""
     answer_slot: str = ""
     classes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.kind == "classification":
+            self.splits = with_rivals(self.splits, self.classes)
 
     def prompt(self, sample: Sample, think: bool) -> str:
         """The user-turn text for a sample (the image comes before it in the chat message)."""
