@@ -109,7 +109,7 @@ bench-grid: .venv/.bench  ## ours vs TRL over G x T x pixels, 7-point cross (--g
 VENV_IF_OURS = $(if $(filter .venv/bin/python,$(PY)),venv)
 
 bench-gpu: $(VENV_IF_OURS)  ## one H100/H200: rft.grpo.train vs TRL GRPOTrainer, 2B stand-in, bf16, G=8 x 256 tokens
-	$(PY) experiments/bench_gpu.py
+	$(PY) experiments/bench_gpu.py --out outputs/bench_gpu/report.json
 
 gpu-check: $(VENV_IF_OURS)  ## one H100/H200, offline, < 8 min: the real GPU path end to end, one JSON (DRY_RUN=1: CPU, tiny)
 	$(PY) experiments/gpu_check.py $(if $(DRY_RUN),--dry-run)

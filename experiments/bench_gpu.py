@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -209,6 +210,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--no-trl", action="store_true", help="ours only")
     ap.add_argument("--work", default=str(ROOT / "outputs/bench_gpu"), help="where the stand-in is built")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="also write the report as JSON here: the study's estimate takes it as its calibration "
+        "(make study DRY_RUN=1 STUDY_ARGS='--calibration <file>', docs/protocol.md)",
+    )
     args = ap.parse_args(argv)
     if args.dry_run:
         device, size = "cpu", DRY
@@ -294,6 +301,9 @@ def main(argv: list[str] | None = None) -> dict:
         report["ratio_ours_over_trl"] = report["ours"]["step_s"] / report["trl"]["step_s"]
         del model
     print_report(report)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report
 
 

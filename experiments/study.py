@@ -1,18 +1,21 @@
 """Plan, estimate, confirm and launch a study: the paper's (`make study`, every `sweeps/study_*.yaml`) or the
 tiny one on CPU (`make study-tiny`, `TINY_SWEEPS`).
 
-    python experiments/study.py --dry-run                  # the plan: jobs and estimated GPU-hours per sweep
+    python experiments/study.py --dry-run                  # the plan: jobs, GPU-hours per sweep, resolvable differences
+    python experiments/study.py --dry-run schedule.max_steps=400   # the plan with that override on every job
+    python experiments/study.py --dry-run --calibration bench.json   # the estimate's high end from a measured step
     python experiments/study.py                            # plan, ask, then submit every sweep to SLURM
     python experiments/study.py --launcher local --yes     # or run them here, one sweep after another
     python experiments/study.py --study tiny --launcher local --parallel 2 --yes threads=1   # make study-tiny
 
-Each sweep's grid is expanded with Hydra's compose API (as `tests/test_config.py` does), every job is validated
-at its world size, and a job that an earlier sweep already runs (the thinking ablation's `acc_format` level is
-a job of the RFT ladder) is dropped from the later sweep. Every job of one study run appends its row to
-`<out>/results.csv`, so `make report REPORT_IN=<out>` builds both tables. The GPU-hours are an idealised
-estimate from a per-job formula (`gpu_seconds`), not a measurement: the rates and their sources are below.
-While the sweeps run, one line reports the whole study (`progress_line`): jobs done of all, failures, time
-elapsed and an estimate of the time left, from the rows in `<out>/results.csv` (every job appends one).
+Each sweep's grid is composed in-process with Hydra's compose API, with the extra overrides and the launcher its
+jobs will get, and validated at each job's world size: a misspelt or invalid override fails the plan (exit 2, one
+message) before anything runs. A job an earlier sweep already runs is dropped from the later one. The plan prints
+each sweep's GPU-hours as a range, not a measurement (`gpu_seconds` over the schedule's steps and grid
+evaluations; low: idealised rates, high: published GRPO step times or `--calibration`; sources in
+docs/protocol.md, "The GPU-hour estimate"), then the smallest difference between two cells the seeds and test
+questions resolve (`rft.report.power`). Every job appends its row to `<out>/results.csv`, which `make report
+REPORT_IN=<out>` reads and one progress line for the whole study follows (`progress_line`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -37,19 +41,23 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
+from hydra.errors import HydraException  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from experiments.schemas import to_run_config  # noqa: E402  (importing it registers the schemas)
-from rft import results  # noqa: E402
-from rft.config import RFTConfig, RunConfig, SFTConfig, validate  # noqa: E402
+from rft import results, schedule  # noqa: E402
+from rft.config import ConfigError, RFTConfig, RunConfig, SFTConfig, validate  # noqa: E402
 from rft.data.draw import GLYPH_CLASSES  # noqa: E402
+from rft.report import power  # noqa: E402
 
 SWEEPS = ROOT / "sweeps"
 CONF = ROOT / "conf"
 SLURM = CONF / "hydra" / "launcher" / "slurm.yaml"
 
-# --- The estimate's assumptions (seconds of one H100/H200 per token) ---------------------------------------
-# No GPU figure has been measured in this repo yet, so the rates are derived from the chip:
+# --- The estimate's assumptions (docs/protocol.md, "The GPU-hour estimate") ---------------------------------
+# Low end, idealised rates of one H100/H200, derived from the chip:
 # - dense bf16 matmuls: ~790 TFLOP/s measured for a large GEMM on an H200 (H100 SXM: 989 TFLOP/s dense on its
 #   datasheet), at an assumed 40% utilisation for prefill, reference and update passes (2 FLOPs per parameter
 #   and token forward, 6 forward + backward);
@@ -59,6 +67,9 @@ PEAK_FLOPS = 790e12
 MATMUL_UTILISATION = 0.4
 HBM_BYTES_PER_S = 4.3e12
 HBM_UTILISATION = 0.5
+# High end, the update's utilisation that EasyR1 publishes for Qwen2.5-VL-3B GRPO on 8 H100s ("Actor MFU" 8.1%,
+# https://github.com/hiyouga/EasyR1/blob/main/assets/baselines.md, v0.3.2); its decode step is in PUBLISHED_STEPS
+PUBLISHED_MFU = 0.081
 # model load, DeepSpeed set-up, the final checkpoint: an assumed fixed cost per job, on each of its GPUs
 JOB_OVERHEAD_S = 300.0
 # parameters of the hub models (their safetensors), for FLOPs and bytes per token
@@ -76,10 +87,18 @@ SFT_TARGET_TOKENS = 16
 PIXELS_PER_IMAGE_TOKEN = 28 * 28
 # test-split sizes (docs/data.md); banner is your own data, so its size is an assumption
 TEST_SIZES = {"fgvc": 3333, "sat": 150, "banner": 1000}
+# val-split sizes, where a schedule grid selects its length (docs/data.md); banner's is an assumption too
+VAL_SIZES = {"fgvc": 3333, "sat": 4001, "banner": 1000}
+ASSUMED_SIZES = {"banner"}
 # classes of a shots budget: FGVC-Aircraft's variants, and the glyph models of its tiny stand-in, whose
 # train_size and test_size count images per class
 CLASSES = {"fgvc": 100, "fgvc_synth": len(GLYPH_CLASSES)}
 PER_CLASS_SIZES = {"fgvc_synth"}
+
+
+class PlanError(Exception):
+    """A study that cannot be planned as asked (an extra override that does not compose or validate, an
+    unreadable calibration); `main` prints the message and exits 2 before anything runs."""
 
 
 @dataclass
@@ -93,6 +112,7 @@ class Job:
 
     @property
     def gpu_seconds(self) -> float | None:
+        """The low end of its estimate (idealised rates)."""
         return gpu_seconds(self.cfg, self.world_size)
 
 
@@ -107,9 +127,9 @@ class SweepPlan:
     dropped: dict[str, list[str]] = field(default_factory=dict)
     duplicates: int = 0
 
-    @property
-    def gpu_hours(self) -> float | None:
-        seconds = [job.gpu_seconds for job in self.jobs]
+    def gpu_hours(self, rates: Rates | None = None) -> float | None:
+        """GPU-hours of its jobs at `rates` (default: idealised); None for a model outside `PARAMS`."""
+        seconds = [gpu_seconds(job.cfg, job.world_size, rates or IDEALISED) for job in self.jobs]
         return None if None in seconds else sum(seconds) / 3600  # type: ignore[arg-type]
 
     def overrides(self) -> list[str]:
@@ -143,35 +163,143 @@ def slurm_gpus_per_node() -> int:
     return int(yaml.safe_load(SLURM.read_text(encoding="utf-8"))["gpus_per_node"])
 
 
-def expand(sweep: str) -> tuple[dict[str, list[str]], list[Job]]:
-    """The grid of `sweeps/<sweep>.yaml` and one validated Job per point, composed in-process (no data read).
+SEARCH = f"hydra.searchpath=[file://{CONF}]"
 
-    Hydra composes once per distinct choice of config-group options in the grid (`reward=nothink`); the
-    grid's plain values (`seed=1`, `budget.size=4`) are then set on a copy, as Hydra's override would set them
-    (`tests/test_study.py` checks that both agree). A DeepSpeed sweep runs on `slurm_gpus_per_node()` ranks, a
-    `dist=none` sweep on one; every job is validated at that world size, so a batch that does not split over
-    the ranks fails here, before anything is submitted.
+
+def launcher_overrides(launcher: str | None) -> list[str]:
+    """What selects the launcher in every job's compose: `hydra/launcher=slurm` checks `hydra.launcher.*`
+    overrides against conf/hydra/launcher/slurm.yaml; none (or local): Hydra's basic launcher."""
+    return ["hydra/launcher=slurm"] if launcher == "slurm" else []
+
+
+def grid_extras(params: dict[str, list[str]], extra: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Apply the extra overrides to a sweep's grid as Hydra's basic sweeper does: one that names a grid key, or
+    sweeps (`seed=0,1`), replaces that key's values; the rest are set on every job (returned)."""
+    params, plain = dict(params), []
+    for override in OverridesParser.create().parse_overrides(list(extra)):
+        key = override.key_or_group
+        if override.is_sweep_override():
+            params[key] = list(override.sweep_string_iterator())
+        elif key in params:
+            params[key] = [override.get_value_element_as_str()]
+        else:
+            plain.append(override.input_line)
+    return params, plain
+
+
+def expand(
+    sweep: str, extra: list[str] | tuple[str, ...] = (), launcher: str | None = None
+) -> tuple[dict[str, list[str]], list[Job]]:
+    """The grid of `sweeps/<sweep>.yaml` with the `extra` overrides, and one validated Job per point, composed
+    in-process (no data read).
+
+    Hydra composes once per distinct choice of config-group options in the grid (`reward=nothink`), with the
+    extras and the `launcher`'s choice; the grid's plain values (`seed=1`, `budget.size=4`) are then set on a
+    copy, as Hydra's override would set them (`tests/test_study.py` checks that both agree). A DeepSpeed sweep
+    runs on the launcher's `gpus_per_node` ranks (conf/hydra/launcher/slurm.yaml, or an extra
+    `hydra.launcher.gpus_per_node`), a `dist=none` sweep on one; every job is validated at that world size, so a
+    batch that does not split over the ranks fails here, before anything is submitted. An extra that does not
+    compose or validate raises `PlanError`, naming it (`culprits`).
     """
-    search = f"hydra.searchpath=[file://{CONF}]"
+    extra, chosen = list(extra), launcher_overrides(launcher)
     composed: dict[tuple[str, ...], DictConfig] = {}
-    with initialize_config_dir(version_base="1.3", config_dir=str(SWEEPS)):
-        base = compose(config_name=sweep, overrides=[search], return_hydra_config=True)
-        params = {str(k): str(v).split(",") for k, v in base.hydra.sweeper.params.items()}
-        jobs = []
-        for point in itertools.product(*([f"{k}={v}" for v in vals] for k, vals in params.items())):
-            groups = tuple(o for o in point if (CONF / o.split("=")[0]).is_dir())
-            if groups not in composed:
-                composed[groups] = compose(config_name=sweep, overrides=[search, *groups])
-            dcfg = copy.deepcopy(composed[groups])
-            for override in point:
-                if override not in groups:
-                    key, value = override.split("=", 1)
-                    OmegaConf.update(dcfg, key, yaml.safe_load(value), merge=False)
-            cfg = to_run_config(dcfg)
-            world_size = slurm_gpus_per_node() if cfg.dist.backend == "deepspeed" else 1
-            validate(cfg, world_size=world_size)
-            jobs.append(Job(sweep, list(point), cfg, world_size))
+    point: tuple[str, ...] = ()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(SWEEPS)):
+            _, plain = grid_extras({}, extra)  # the extras but their sweeps (`seed=0,1`)
+            base = compose(config_name=sweep, overrides=[SEARCH, *chosen, *plain], return_hydra_config=True)
+            own = {str(k): str(v).split(",") for k, v in base.hydra.sweeper.params.items()}
+            params, plain = grid_extras(own, extra)
+            gpus = int(base.hydra.launcher.gpus_per_node) if launcher == "slurm" else slurm_gpus_per_node()
+            jobs = []
+            for point in itertools.product(*([f"{k}={v}" for v in vals] for k, vals in params.items())):
+                groups = tuple(o for o in point if (CONF / o.split("=")[0]).is_dir())
+                if groups not in composed:
+                    composed[groups] = compose(
+                        config_name=sweep, overrides=[SEARCH, *chosen, *plain, *groups]
+                    )
+                dcfg = copy.deepcopy(composed[groups])
+                for override in point:
+                    if override not in groups:
+                        key, value = override.split("=", 1)
+                        OmegaConf.update(dcfg, key, yaml.safe_load(value), merge=False)
+                cfg = to_run_config(dcfg)
+                world_size = gpus if cfg.dist.backend == "deepspeed" else 1
+                validate(cfg, world_size=world_size)
+                jobs.append(Job(sweep, list(point), cfg, world_size))
+    except (HydraException, OmegaConfBaseException, ConfigError) as err:
+        if not extra:  # the sweep itself is broken: not the plan's to explain
+            raise
+        raise PlanError(plan_error(sweep, extra, launcher, list(point), err)) from err
     return params, jobs
+
+
+def composes(sweep: str, overrides: list[str], launcher: str | None) -> bool:
+    """Whether one job of `sweep` with exactly `overrides` (no sweeps) composes and validates, with Hydra
+    composing every override (the slow path of `expand`)."""
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(SWEEPS)):
+            dcfg = compose(
+                config_name=sweep,
+                overrides=[SEARCH, *launcher_overrides(launcher), *overrides],
+                return_hydra_config=True,
+            )
+        gpus = int(dcfg.hydra.launcher.gpus_per_node) if launcher == "slurm" else slurm_gpus_per_node()
+        with open_dict(dcfg):
+            del dcfg["hydra"]
+        cfg = to_run_config(dcfg)
+        validate(cfg, world_size=gpus if cfg.dist.backend == "deepspeed" else 1)
+    except (HydraException, OmegaConfBaseException, ConfigError):
+        return False
+    return True
+
+
+def culprits(sweep: str, extra: list[str], launcher: str | None, point: list[str]) -> list[str]:
+    """The extra overrides that fail on their own at `point` (each value of a sweep tried alone); all of them
+    when none fails alone (they fail together)."""
+    bad = []
+    for override in extra:
+        try:
+            (parsed,) = OverridesParser.create().parse_overrides([override])
+        except HydraException:
+            bad.append(override)
+            continue
+        key = parsed.key_or_group
+        rest = [o for o in point if o.split("=", 1)[0] != key]
+        values = list(parsed.sweep_string_iterator()) if parsed.is_sweep_override() else None
+        tries = [override] if values is None else [f"{key}={v}" for v in values]
+        if not all(composes(sweep, [*rest, t], launcher) for t in tries):
+            bad.append(override)
+    return bad or list(extra)
+
+
+def reason(err: BaseException) -> str:
+    """The first line of an error and of its cause: Hydra's `Could not override 'method.stpes'.` and
+    OmegaConf's `Key 'stpes' not in 'RFTConfig'`."""
+    lines = [str(e).strip().splitlines()[0] for e in (err, err.__cause__) if e is not None and str(e).strip()]
+    return " ".join(dict.fromkeys(lines))
+
+
+def plan_error(
+    sweep: str, extra: list[str], launcher: str | None, point: list[str], err: BaseException
+) -> str:
+    """One message for an extra override the plan cannot take: which override, where, why, and the fix."""
+    bad = culprits(sweep, extra, launcher, point)
+    where = f"sweep {sweep}" + (f" at {' '.join(point)}" if point else "")
+    if not all(o.lstrip("+~").startswith("hydra.") for o in bad):
+        fix = (
+            f"the keys and their types are in rft/config.py; `python experiments/run.py --config-dir sweeps "
+            f"--config-name {sweep} --cfg job` prints every key of a job; --sweeps plans the sweeps it fits"
+        )
+    elif launcher == "slurm":
+        fix = "hydra.launcher.* keys are those of conf/hydra/launcher/slurm.yaml, hydra-submitit-launcher's SlurmQueueConf"
+    else:
+        fix = "the local launcher is Hydra's basic one, without SLURM's hydra.launcher.* keys: --launcher slurm takes them"
+    return (
+        f"the override{'s' if len(bad) > 1 else ''} {' '.join(bad)} "
+        f"{'do' if len(bad) > 1 else 'does'} not fit {where}: {reason(err)}.\n"
+        f"Nothing was launched. Fix or drop {'them' if len(bad) > 1 else 'it'} and plan again ({fix})."
+    )
 
 
 def identity(cfg: RunConfig) -> str:
@@ -181,8 +309,11 @@ def identity(cfg: RunConfig) -> str:
     return json.dumps(record, sort_keys=True, default=str)
 
 
-def plan(sweeps: list[str]) -> list[SweepPlan]:
-    """Expand every sweep and drop the grid values whose jobs an earlier sweep already runs.
+def plan(
+    sweeps: list[str], extra: list[str] | tuple[str, ...] = (), launcher: str | None = None
+) -> list[SweepPlan]:
+    """Expand every sweep with the extra overrides and the launcher (`expand`) and drop the grid values whose
+    jobs an earlier sweep already runs.
 
     A value is dropped only when every job that carries it is a duplicate, so the narrowed grid is still a
     product that the sweep's own command line can express (`reward=nothink,length_norm,length_norm_group`).
@@ -190,7 +321,7 @@ def plan(sweeps: list[str]) -> list[SweepPlan]:
     seen: set[str] = set()
     plans = []
     for sweep in sweeps:
-        params, jobs = expand(sweep)
+        params, jobs = expand(sweep, extra, launcher)
         dup = {id(job) for job in jobs if identity(job.cfg) in seen}
         dropped = {}
         for key, values in params.items():
@@ -207,6 +338,131 @@ def plan(sweeps: list[str]) -> list[SweepPlan]:
 
 
 # --- The estimate -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Seconds of one GPU per parameter of the model (x N for N parameters): `fwd` per token of a forward pass
+    (an update token costs 3x: forward + backward) and `decode_step` per decode step, which costs the same however
+    many sequences the GPU decodes together (it reads the weights once, or waits on its kernel launches), so a
+    sampled token costs decode_step / sequences decoded together, counting at most `together` of them (the
+    most a timed step shared; None: no limit). `basis` says where they come from."""
+
+    fwd: float
+    decode_step: float
+    together: int | None
+    basis: str
+
+    def decode(self, n_params: float, batch: int) -> float:
+        """Seconds per sampled token of an n_params model, `batch` sequences decoded together on a GPU."""
+        shared = batch if self.together is None else min(batch, self.together)
+        return n_params * self.decode_step / max(1, shared)
+
+
+IDEALISED = Rates(
+    fwd=2 / (PEAK_FLOPS * MATMUL_UTILISATION),
+    decode_step=2 / (HBM_BYTES_PER_S * HBM_UTILISATION),
+    together=None,
+    basis=(
+        f"idealised rates, {PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16 at {MATMUL_UTILISATION:.0%} and "
+        f"{HBM_BYTES_PER_S / 1e12:.1f} TB/s at {HBM_UTILISATION:.0%} for sampling"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """A GRPO step someone timed: `seconds` per step of `model`, each GPU running `decode_steps` decode steps in
+    it (its generate calls x their completion budget) of `together` sequences each; `what` and `url` say which
+    run and where it is reported."""
+
+    what: str
+    url: str
+    model: str
+    seconds: float
+    decode_steps: int
+    together: int
+
+    @property
+    def decode_step(self) -> float:
+        """Seconds per decode step per parameter, the whole step counted as decoding (its prefill, reference
+        and update passes too, which the estimate then counts again: an upper figure)."""
+        return self.seconds / self.decode_steps / PARAMS[self.model]
+
+
+# Published step times of the lineage's trainer: TRL 0.14's GRPOTrainer (R1-V's fork, which Visual-RFT and VLM-R1
+# build on), HF generate, one generate call of 1 prompt x G completions of up to 256 tokens (TRL 0.14's
+# max_completion_length) per GPU, 2 calls per step: 16 prompts per step on 8 GPUs (docs/protocol.md).
+PUBLISHED_STEPS = (
+    StepTime(
+        "R1-V: Qwen2-VL-2B, G 8, 100 steps in 30 min, 18 s per step",
+        "https://github.com/Deep-Agent/R1-V",
+        "Qwen/Qwen2-VL-2B-Instruct",
+        seconds=18.0,
+        decode_steps=2 * 256,
+        together=8,
+    ),
+    StepTime(
+        "VLM-R1: Qwen2.5-VL-3B, G 7, ZeRO-3, 25-30 s per step",
+        "https://github.com/om-ai-lab/VLM-R1/issues/30",
+        "Qwen/Qwen2.5-VL-3B-Instruct",
+        seconds=30.0,
+        decode_steps=2 * 256,
+        together=7,
+    ),
+)
+
+
+def published_rates() -> Rates:
+    """The high end until a step is measured: the slowest decode step per parameter of `PUBLISHED_STEPS`
+    (A100 times, taken as they are for an H100/H200), shared by no more sequences than that run decoded
+    together, and updates at `PUBLISHED_MFU`."""
+    slowest = max(PUBLISHED_STEPS, key=lambda s: s.decode_step)
+    return Rates(
+        fwd=2 / (PEAK_FLOPS * PUBLISHED_MFU),
+        decode_step=slowest.decode_step,
+        together=slowest.together,
+        basis=(
+            "published GRPO step times, 16 prompts x G 7-8 x 256 tokens on 8 A100s ("
+            + "; ".join(s.what for s in PUBLISHED_STEPS)
+            + f"), updates at {PUBLISHED_MFU:.1%} MFU (EasyR1, Qwen2.5-VL-3B on 8 H100s)"
+        ),
+    )
+
+
+def calibrated_rates(path: Path) -> Rates:
+    """The high end from a measured GRPO step (`--calibration <json>`): one GPU decoding one prompt's `G`
+    completions of `T` tokens together, as `make bench-gpu` times it (experiments/bench_gpu.py).
+
+    The JSON object has `G`, `T` and `step_s` (seconds per step), and optionally `model` (a hub id of `PARAMS`;
+    default Qwen2-VL-2B, the bench's stand-in), `rollout_s`, `update_s` and `P` (prompt tokens), and `device`; or
+    it is bench_gpu's report, whose `ours` holds the times. With rollout_s, update_s and P: decode step =
+    rollout_s / T and forward = update_s / (3 (P + G T)) per token (the bench's update: beta 0, mu 1); with step_s
+    alone, the whole step counts as T decode steps and updates run at `PUBLISHED_MFU`. A decode step is shared by
+    at most the G sequences the bench decoded together.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        times = data.get("ours", data)
+        model = data["model"] if isinstance(data.get("model"), str) else "Qwen/Qwen2-VL-2B-Instruct"
+        if model not in PARAMS:
+            raise ValueError(f"model {model!r} is not one of {', '.join(PARAMS)}")
+        n, g, t, step_s = PARAMS[model], int(data["G"]), int(data["T"]), float(times["step_s"])
+        if min(g, t, step_s) <= 0:
+            raise ValueError(f"G, T and step_s must be positive, got {g}, {t}, {step_s}")
+        if "rollout_s" in times and "update_s" in times and "P" in data:
+            decode = float(times["rollout_s"]) / t / n
+            fwd = float(times["update_s"]) / (3 * (int(data["P"]) + g * t)) / n
+        else:
+            decode, fwd = step_s / t / n, 2 / (PEAK_FLOPS * PUBLISHED_MFU)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise PlanError(
+            f"--calibration {path}: {type(err).__name__}: {err}. Pass a JSON object with G, T and step_s "
+            "(optionally model, rollout_s, update_s, P, device), or experiments/bench_gpu.py's report."
+        ) from err
+    device = data.get("device", "a GPU")
+    basis = f"a measured GRPO step ({path}: {step_s:.2f} s at G {g} x T {t}, {model}, {device})"
+    return Rates(fwd, decode, g, basis)
 
 
 def prompt_tokens(cfg: RunConfig) -> int:
@@ -231,9 +487,26 @@ def eval_size(cfg: RunConfig) -> int:
     return TEST_SIZES.get(cfg.task.name, cfg.task.test_size * per_class(cfg))
 
 
+def val_size(cfg: RunConfig) -> int:
+    """Questions a grid point is selected on: schedule.select_limit, at most the val split (real tasks:
+    `VAL_SIZES`; a synthetic task renders val at its test_size)."""
+    full = VAL_SIZES.get(cfg.task.name, cfg.task.test_size * per_class(cfg))
+    return min(cfg.schedule.select_limit, full) if cfg.schedule.select_limit else full
+
+
 def per_class(cfg: RunConfig) -> int:
     """What a synthetic task's train_size and test_size multiply by: its classes, or 1 (they count images)."""
     return CLASSES[cfg.task.name] if cfg.task.name in PER_CLASS_SIZES else 1
+
+
+def questions_scored(cfg: RunConfig) -> int:
+    """Questions a job scores (rft/pipeline.py): the final evaluation on the test split; again before training
+    with eval.before (trained methods); under a schedule grid, at every point the selection split (`val_size`)
+    and at every point but the last (whose test score is the final evaluation's) the test split."""
+    trains = isinstance(cfg.method, RFTConfig | SFTConfig)
+    points = len(schedule.grid(cfg, train_size(cfg))) if trains and cfg.schedule.epochs else 0
+    test = eval_size(cfg) * (1 + int(trains and cfg.eval.before) + max(0, points - 1))
+    return test + (points * val_size(cfg) if cfg.schedule.select_split else 0)
 
 
 def job_cost(cfg: RunConfig, world_size: int, fwd: float, decode) -> float:
@@ -241,45 +514,104 @@ def job_cost(cfg: RunConfig, world_size: int, fwd: float, decode) -> float:
     `batch` sequences; the formula of `gpu_seconds` (below), without the fixed set-up cost."""
     m, p = cfg.method, prompt_tokens(cfg)
     t = m.max_new_tokens
+    steps = schedule.total_steps(cfg, train_size(cfg))
     cost = 0.0
     if isinstance(m, RFTConfig):
         c, b = m.rollout_batch_size, m.prompts_per_step
         passes = (1 if m.beta > 0 else 0) + (1 if m.mu > 1 else 0) + 3 * m.mu
-        cost += m.steps * (b * p * fwd + c * t * decode(c // world_size) + (b * p + c * t) * passes * fwd)
+        cost += steps * (b * p * fwd + c * t * decode(c // world_size) + (b * p + c * t) * passes * fwd)
     elif isinstance(m, SFTConfig):
-        cost += m.total_steps(train_size(cfg)) * m.batch_size * (p + SFT_TARGET_TOKENS) * 3 * fwd
-    before = cfg.eval.before and isinstance(m, RFTConfig | SFTConfig)  # zero-shot has no "before"
-    return cost + (2 if before else 1) * eval_size(cfg) * (p * fwd + t * decode(cfg.eval.batch_size))
+        cost += steps * m.batch_size * (p + SFT_TARGET_TOKENS) * 3 * fwd
+    return cost + questions_scored(cfg) * (p * fwd + t * decode(cfg.eval.batch_size))
 
 
-def gpu_seconds(cfg: RunConfig, world_size: int) -> float | None:
-    """Estimated GPU-seconds of one job (None for a model outside `PARAMS`); every completion is taken at the
-    full `max_new_tokens`, scaling over ranks as ideal.
+def gpu_seconds(cfg: RunConfig, world_size: int, rates: Rates = IDEALISED) -> float | None:
+    """Estimated GPU-seconds of one job at `rates` (None for a model outside `PARAMS`); every completion is
+    taken at the full `max_new_tokens`, scaling over ranks as ideal.
 
-        forward token  2N / (PEAK_FLOPS x MATMUL_UTILISATION)      update token: 3x that
-        decode token   2N bytes / (HBM_BYTES_PER_S x HBM_UTILISATION) / sequences decoded together per GPU
+        forward token  N x rates.fwd                                       update token: 3x that
+        decode token   N x rates.decode_step / sequences decoded together on a GPU (at most rates.together)
         rft   steps x [B x P prefill + C x T decode + (B x P + C x T) x (reference forward + mu updates)]
-        sft   steps (or ceil(epochs x n_train / batch)) x batch x (P + target) update tokens
-        eval  n_test x (P prefill + T decode), at eval.batch_size sequences per GPU; twice with eval.before
-    with C = rollout_batch_size completions per step, B = C / G prompts (each prompt is run once, its K/V
-    shared by its G completions), P prompt tokens, T = max_new_tokens; plus JOB_OVERHEAD_S on every GPU.
+        sft   steps x batch x (P + target) update tokens
+        eval  questions_scored x (P prefill + T decode), at eval.batch_size sequences per GPU
+    with steps = `rft.schedule.total_steps` (the grid's last point, or the method's own length), C =
+    rollout_batch_size completions per step, B = C / G prompts (each prompt is run once, its K/V shared by its
+    G completions), P prompt tokens, T = max_new_tokens; plus JOB_OVERHEAD_S on every GPU.
     """
     n = PARAMS.get(cfg.model.id)
     if n is None:
         return None
+    decode = functools.partial(rates.decode, n)
+    return JOB_OVERHEAD_S * world_size + job_cost(cfg, world_size, n * rates.fwd, decode)
 
-    def decode(batch: int) -> float:
-        return 2 * n / (HBM_BYTES_PER_S * HBM_UTILISATION) / max(1, batch)
 
-    fwd = 2 * n / (PEAK_FLOPS * MATMUL_UTILISATION)
-    return JOB_OVERHEAD_S * world_size + job_cost(cfg, world_size, fwd, decode)
+# --- What the study can resolve -------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """One task's cells that the report sets side by side (`what`), the fewest seeds of any of them and the test
+    questions each run is scored on."""
+
+    task: str
+    what: list[str]
+    seeds: int
+    questions: int
+
+
+def comparisons(jobs: list[Job]) -> list[Comparison]:
+    """Per task, what the report compares: RFT vs SFT (their `acc_format` cells) at every budget both run, and
+    the thinking levels (RFT's rewards) at every budget that runs more than one."""
+    cells: dict[tuple[str, str, str, str], set[int]] = {}
+    questions: dict[str, int] = {}
+    for job in jobs:
+        a = results.axes(job.cfg)
+        cells.setdefault((a["task"], a["method"], a["reward"], a["budget"]), set()).add(job.cfg.seed)
+        questions[str(a["task"])] = eval_size(job.cfg)
+    out = []
+    for task in questions:
+        budgets = sorted({b for (t, _, _, b) in cells if t == task}, key=lambda b: (len(b), b))
+        ladder = [b for b in budgets if all((task, m, "acc_format", b) in cells for m in ("rft", "sft"))]
+        levels = {b: [r for (t, m, r, bb) in cells if (t, m, bb) == (task, "rft", b)] for b in budgets}
+        ablation = [b for b in budgets if len(levels[b]) > 1]
+        compared = [(task, m, "acc_format", b) for b in ladder for m in ("rft", "sft")]
+        compared += [(task, "rft", r, b) for b in ablation for r in levels[b]]
+        if not compared:
+            continue
+        what = [f"rft vs sft at {len(ladder)} budget{'s' * (len(ladder) > 1)}"] if ladder else []
+        what += [f"{len(levels[b])} thinking levels at {b}" for b in ablation]
+        out.append(Comparison(task, what, min(len(cells[c]) for c in compared), questions[task]))
+    return out
+
+
+def format_power(found: list[Comparison]) -> str:
+    """The resolvable difference of every comparison (`rft.report.power.mde`), before anything runs."""
+    lines = [
+        f"resolvable difference between two cell means ({power.POWER:.0%} power, two-sided {power.ALPHA:.0%} t "
+        f"test over the seeds; accuracy 50%, between-seed sd {100 * power.SEED_SD:.1f} points assumed; "
+        "rft/report/power.py):"
+    ]
+    for c in found:
+        if c.seeds < 2:
+            lines.append(f"  {c.task:<12} {c.seeds} seed: no test over seeds; {'; '.join(c.what)}")
+            continue
+        size = f"{c.seeds} seeds x {c.questions:,} test questions" + (
+            " (assumed)" if c.task in ASSUMED_SIZES else ""
+        )
+        mde, alone = (100 * power.mde(c.questions, c.seeds, seed_sd=sd) for sd in (power.SEED_SD, 0.0))
+        lines.append(
+            f"  {c.task:<12} {size:<44} ≥ {mde:4.1f} points (questions alone: ≥ {alone:.1f})   "
+            + "; ".join(c.what)
+        )
+    return "\n".join(lines)
 
 
 # --- Progress of the whole study ----------------------------------------------------------------------------
 
 
 def work(job: Job) -> float:
-    """A job's size relative to the others, to weigh jobs done against jobs left: its GPU-seconds estimate, or,
+    """A job's size relative to the others, to weigh jobs done against jobs left: its GPU-seconds at the low end
+    of the estimate (idealised rates; any consistent weight would do), or,
     for a model outside `PARAMS` (the tiny CPU models), `job_cost` with every token costing 1: the tokens that
     pass through the model."""
     seconds = job.gpu_seconds
@@ -360,35 +692,55 @@ def watch(
 # --- Printing and launching ---------------------------------------------------------------------------------
 
 
-def format_plan(plans: list[SweepPlan]) -> str:
-    """The plan as a table: jobs, GPUs per job and estimated GPU-hours per sweep, then the totals."""
-    lines = [f"{'sweep':<22} {'jobs':>5} {'GPUs/job':>8} {'GPU-h':>8}  grid"]
+def hours_range(low: float | None, high: float | None) -> str:
+    """`12.6–150.2` GPU-hours, or `n/a` without an estimate."""
+    return "n/a" if low is None or high is None else f"{low:.1f}–{high:.1f}"
+
+
+def decode_ms(rates: Rates, model: str) -> str:
+    """A decode step of `model` at `rates`: `Qwen2-VL-2B-Instruct decode step 35.2 ms`."""
+    return f"a {model.split('/')[-1]} decode step {1000 * rates.decode_step * PARAMS[model]:.1f} ms"
+
+
+def format_plan(plans: list[SweepPlan], high: Rates | None = None) -> str:
+    """The plan as a table: jobs, GPUs per job and the GPU-hour range per sweep (low: `IDEALISED`; high: `high`,
+    by default `published_rates()`), the totals with the range's basis, then what the study can resolve."""
+    high = high or published_rates()
+    lines = [f"{'sweep':<22} {'jobs':>5} {'GPUs/job':>8} {'GPU-h':>12}  grid"]
     for sp in plans:
-        hours = "n/a" if sp.gpu_hours is None else f"{sp.gpu_hours:.1f}"
+        hours = hours_range(sp.gpu_hours(), sp.gpu_hours(high))
         grid = " x ".join(f"{k}={','.join(v)}" for k, v in sp.params.items())
         gone = " ".join(f"{k}={','.join(v)}" for k, v in sp.dropped.items())
         note = f"  (without {gone}: its {sp.duplicates} jobs are run by an earlier sweep)"
-        lines.append(f"{sp.name:<22} {len(sp.jobs):>5} {sp.world_size:>8} {hours:>8}  {grid}")
+        lines.append(f"{sp.name:<22} {len(sp.jobs):>5} {sp.world_size:>8} {hours:>12}  {grid}")
         if sp.duplicates:
             lines.append(note)
-    jobs = sum(len(sp.jobs) for sp in plans)
-    known = [sp.gpu_hours for sp in plans if sp.gpu_hours is not None]
+    jobs = [job for sp in plans for job in sp.jobs]
+    resolvable = format_power(comparisons(jobs))
+    known = [sp for sp in plans if sp.gpu_hours() is not None]
     if not known:  # the tiny study: CPU models, no GPU estimate; the progress line estimates as it runs
-        lines.append(f"{'total':<22} {jobs:>5}")
-        lines.append(f"{jobs} jobs on models without a GPU estimate; the time left is estimated as jobs end.")
-        return "\n".join(lines)
-    lines.append(f"{'total':<22} {jobs:>5} {'':>8} {sum(known):>8.1f}")
-    lines.append(
-        f"{jobs} jobs, about {sum(known):.0f} GPU-hours on H100/H200: an idealised estimate, not a measurement "
-        f"(experiments/study.py: {PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16 at {MATMUL_UTILISATION:.0%}, "
-        f"{HBM_BYTES_PER_S / 1e12:.1f} TB/s at {HBM_UTILISATION:.0%} for sampling, every completion at "
-        f"max_new_tokens, {JOB_OVERHEAD_S / 60:.0f} min set-up per GPU per job). Real runs are slower."
-    )
-    return "\n".join(lines)
+        lines.append(f"{'total':<22} {len(jobs):>5}")
+        lines.append(
+            f"{len(jobs)} jobs on models without a GPU estimate; the time left is estimated as jobs end."
+        )
+        return "\n".join([*lines, "", resolvable])
+    low, top = (sum(sp.gpu_hours(r) for sp in known) for r in (IDEALISED, high))  # type: ignore[misc]
+    model = next(job.cfg.model.id for sp in known for job in sp.jobs)
+    lines.append(f"{'total':<22} {len(jobs):>5} {'':>8} {hours_range(low, top):>12}")
+    lines += [
+        f"{len(jobs)} jobs, about {low:,.0f}–{top:,.0f} GPU-hours on H100/H200: an estimate, not a measurement.",
+        f"  low:  {IDEALISED.basis}; {decode_ms(IDEALISED, model)}.",
+        f"  high: {high.basis}; {decode_ms(high, model)}.",
+        f"  both: the schedule's steps, val and test scored at every grid point, every completion at "
+        f'max_new_tokens, {JOB_OVERHEAD_S / 60:.0f} min set-up per GPU per job (docs/protocol.md, "The GPU-hour '
+        'estimate"); --calibration <json> takes the high end from a measured step (make bench-gpu).',
+    ]
+    return "\n".join([*lines, "", resolvable])
 
 
 def command(sp: SweepPlan, out: Path, launcher: str, extra: list[str]) -> list[str]:
-    """`experiments/run.py -m` for one sweep: its rows into `<out>/results.csv`, its folders under `<out>/`."""
+    """`experiments/run.py -m` for one sweep: its rows into `<out>/results.csv`, its folders under `<out>/`.
+    An extra override of a grid key the study narrows is already in the narrowed grid (`SweepPlan.overrides`)."""
     cmd = [sys.executable, str(ROOT / "experiments" / "run.py"), "-m", "--config-dir", str(SWEEPS)]
     cmd += [
         "--config-name",
@@ -401,7 +753,7 @@ def command(sp: SweepPlan, out: Path, launcher: str, extra: list[str]) -> list[s
         gpus = sp.world_size
         cmd += ["hydra/launcher=slurm", f"hydra.launcher.gpus_per_node={gpus}"]
         cmd += [f"hydra.launcher.tasks_per_node={gpus}"]
-    return cmd + extra
+    return cmd + [o for o in extra if o.lstrip("+~").split("=", 1)[0] not in sp.dropped]
 
 
 def lanes(plans: list[SweepPlan], n: int) -> list[list[SweepPlan]]:
@@ -493,7 +845,13 @@ def main(argv: list[str] | None = None) -> int:
         help="default: outputs/study/<date>_<time> (tiny: outputs/study_tiny/...)",
     )
     parser.add_argument(
-        "overrides", nargs="*", help="extra overrides for every sweep, e.g. hydra.launcher.partition=gpu"
+        "--calibration",
+        type=Path,
+        default=None,
+        help="JSON of a measured GRPO step (G, T, step_s; make bench-gpu): the estimate's high end",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="extra overrides for every job, e.g. hydra.launcher.partition=gpu"
     )
     args = parser.parse_args(argv)
     if args.parallel < 1:
@@ -505,8 +863,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         parser.error(f"unknown sweep(s) {', '.join(unknown)}; the study's sweeps are {', '.join(names)}")
-    plans = plan([s for s in names if s in chosen])
-    print(format_plan(plans))
+    try:  # every job composed with the overrides and the launcher it will get: a bad one stops here
+        high = calibrated_rates(args.calibration) if args.calibration else published_rates()
+        plans = plan([s for s in names if s in chosen], args.overrides, launcher)
+    except PlanError as err:
+        print(f"study: {err}", file=sys.stderr)
+        return 2
+    print(format_plan(plans, high))
     folder = "study_tiny" if args.study == "tiny" else "study"
     out = (args.out or ROOT / "outputs" / folder / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     if args.dry_run:

@@ -15,6 +15,7 @@ The lean sampler against HF generate is checked in tests/test_sampling.py.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -182,8 +183,14 @@ def test_bench_gpu_dry_run_sets_up_and_steps_on_cpu(tmp_path):
     """`bench_gpu --dry-run` times the real `rft.grpo.train` on a tiny stand-in (TRL's side needs trl installed)."""
     from experiments import bench_gpu
 
-    report = bench_gpu.main(["--dry-run", "--no-trl", "--work", str(tmp_path)])
+    out = tmp_path / "bench.json"
+    report = bench_gpu.main(["--dry-run", "--no-trl", "--work", str(tmp_path), "--out", str(out)])
     assert report["device"] == "cpu"
+    assert json.loads(out.read_text())["ours"]["step_s"] == report["ours"]["step_s"]
+    from experiments import study  # the study's estimate takes the written report as its calibration
+
+    rates = study.calibrated_rates(out)
+    assert "cpu" in rates.basis and rates.decode_step > 0
     ours = report["ours"]
     assert len(ours["step_s_all"]) == report["warmup"] + report["steps"]  # every step went through the loop
     assert ours["step_s"] > 0 and ours["rollout_tokens_per_s"] > 0 and ours["update_s"] > 0

@@ -1,15 +1,19 @@
 """Config tier: the study at the paper's scale (`sweeps/study_*.yaml`, `experiments/study.py`, `make study`).
 
 Every job of every study sweep composes and validates at its world size, the jobs are what the paper's two
-tables need, the plan and its GPU-hour estimate print deterministically, and the launch commands put every row
-into one results CSV. Nothing here needs a GPU, a dataset or the network.
+tables need, the plan follows extra overrides and a bad one fails it (exit 2) before anything runs, the GPU-hour
+range follows the schedule's steps and grid evaluations and prints with its basis, the resolvable differences
+print under the plan, and the launch commands put every row into one results CSV. Nothing here needs a GPU, a
+dataset or the network.
 
 python -m pytest -q tests/test_study.py
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +26,9 @@ from hydra import compose, initialize_config_dir
 
 from experiments import study
 from experiments.schemas import to_run_config
+from rft import schedule
 from rft.config import RFTConfig, SFTConfig, ZeroShotConfig, validate
+from rft.report import power
 from rft.report.tables import REWARD_LEVELS
 from rft.results import append_result_row, axes, read_results
 
@@ -160,32 +166,103 @@ def test_no_job_runs_twice(plans, jobs):
 def test_composing_reads_no_data(monkeypatch, tmp_path):
     monkeypatch.setenv("RFT_DATA", str(tmp_path / "absent"))
     _, jobs = study.expand("study_zeroshot")
-    assert len(jobs) == 9 and all(isinstance(j.cfg.method, ZeroShotConfig) for j in jobs)
+    assert len(jobs) == 6 and all(isinstance(j.cfg.method, ZeroShotConfig) for j in jobs)
     assert not (tmp_path / "absent").exists()
 
 
-def test_estimate_follows_its_formula(jobs):
-    rft = next(j for j in jobs if isinstance(j.cfg.method, RFTConfig))
-    m, n = rft.cfg.method, study.PARAMS["Qwen/Qwen2-VL-2B-Instruct"]
+def idealised(n: float) -> tuple[float, float]:
+    """Seconds per forward token and per decode step of an n-parameter model at the idealised rates."""
     fwd = 2 * n / (study.PEAK_FLOPS * study.MATMUL_UTILISATION)
-    decode = 2 * n / (study.HBM_BYTES_PER_S * study.HBM_UTILISATION)
-    p, t = 512 + study.PROMPT_TEXT_TOKENS, 256
-    step = 16 * p * fwd + 128 * t * decode / 16 + (16 * p + 128 * t) * (1 + 3) * fwd
-    test = {"fgvc": 3333, "sat": 150, "banner": 1000}[rft.cfg.task.name]
-    expected = 8 * study.JOB_OVERHEAD_S + m.steps * step + test * (p * fwd + t * decode / 32)
-    assert rft.gpu_seconds == pytest.approx(expected)
-    # SFT grows with the budget, GRPO's fixed steps do not; a model without a parameter count has no estimate
-    sft = sorted(
-        (j for j in jobs if isinstance(j.cfg.method, SFTConfig) and j.cfg.task.name == "sat"),
-        key=lambda j: j.cfg.budget.size,
+    return fwd, 2 * n / (study.HBM_BYTES_PER_S * study.HBM_UTILISATION)
+
+
+def job_at(jobs, task: str, method: type, budget: int, reward: str = "acc_format") -> study.Job:
+    return next(
+        j
+        for j in jobs
+        if (j.cfg.task.name, j.cfg.budget.size, j.cfg.reward.name) == (task, budget, reward)
+        and isinstance(j.cfg.method, method)
     )
-    assert sft[0].gpu_seconds < sft[-1].gpu_seconds
-    rfts = [j.gpu_seconds for j in jobs if isinstance(j.cfg.method, RFTConfig) and j.cfg.task.name == "fgvc"]
-    assert max(rfts) == pytest.approx(min(rfts))
 
 
-def test_plan_prints_job_count_and_estimate_deterministically(plans, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(study, "plan", lambda names: plans)
+def test_estimate_follows_its_formula_over_the_schedule_grid(jobs):
+    """GRPO at FGVC 4 shots (400 images, 16 prompts per step): the grid's 25/50/100/200 steps (16 passes would
+    be 400 > schedule.max_steps), then val (1,000) at every point and test (3,333) at every point but the last,
+    plus the final evaluation."""
+    rft = job_at(jobs, "fgvc", RFTConfig, 4)
+    fwd, step = idealised(study.PARAMS["Qwen/Qwen2-VL-2B-Instruct"])
+    assert [pt.steps for pt in schedule.grid(rft.cfg, 400)] == [25, 50, 100, 200]
+    p, t = 512 + study.PROMPT_TEXT_TOKENS, 256
+    grpo_step = 16 * p * fwd + 128 * t * step / 16 + (16 * p + 128 * t) * (1 + 3) * fwd
+    questions = 4 * 1000 + 3 * 3333 + 3333
+    assert study.questions_scored(rft.cfg) == questions
+    expected = 8 * study.JOB_OVERHEAD_S + 200 * grpo_step + questions * (p * fwd + t * step / 32)
+    assert rft.gpu_seconds == pytest.approx(expected)
+    # SFT at SAT 4,096 samples: its first pass alone (256 steps of 16) is its one grid point, past max_steps
+    sft = job_at(jobs, "sat", SFTConfig, 4096)
+    assert sft.cfg.method.max_new_tokens == 700 and study.questions_scored(sft.cfg) == 1000 + 150
+    expected = study.JOB_OVERHEAD_S + 256 * 16 * (p + 16) * 3 * fwd + 1150 * (p * fwd + 700 * step / 32)
+    assert sft.gpu_seconds == pytest.approx(expected)
+    # zero-shot: the test split once; a model without a parameter count has no estimate
+    zero = next(j for j in jobs if isinstance(j.cfg.method, ZeroShotConfig) and j.cfg.task.name == "sat")
+    assert study.questions_scored(zero.cfg) == 150
+    other = dataclasses.replace(rft.cfg, model=dataclasses.replace(rft.cfg.model, id="someone/else"))
+    assert study.gpu_seconds(other, 8) is None
+
+
+def with_schedule(cfg, **changes):
+    return dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, **changes))
+
+
+def test_the_schedule_enters_the_cost(jobs):
+    """Doubling schedule.max_steps trains twice as far and scores one more point; a bigger selection split and
+    eval.before cost more, no selection split less, at both ends of the range."""
+    rft = job_at(jobs, "fgvc", RFTConfig, 4)
+    n, p, t = study.PARAMS[rft.cfg.model.id], 512 + study.PROMPT_TEXT_TOKENS, 256
+    for rates in (study.IDEALISED, study.published_rates()):
+        base = study.gpu_seconds(rft.cfg, 8, rates)
+        longer = with_schedule(rft.cfg, max_steps=400)
+        assert schedule.total_steps(longer, 400) == 400
+        fwd = n * rates.fwd
+        grpo_step = 16 * p * fwd + 128 * t * rates.decode(n, 16) + (16 * p + 128 * t) * 4 * fwd
+        question = p * fwd + t * rates.decode(n, 32)  # 200 more steps, one more point: val and test
+        assert study.gpu_seconds(longer, 8, rates) - base == pytest.approx(200 * grpo_step + 4333 * question)
+        assert study.gpu_seconds(with_schedule(rft.cfg, select_limit=0), 8, rates) > base  # all 3,333 val
+        assert study.gpu_seconds(with_schedule(rft.cfg, select_split=""), 8, rates) < base
+        before = dataclasses.replace(rft.cfg, eval=dataclasses.replace(rft.cfg.eval, before=True))
+        assert study.gpu_seconds(before, 8, rates) > base
+    # the method's own length without a grid: method.steps, scored once
+    own = with_schedule(rft.cfg, epochs=[], max_steps=0)
+    assert schedule.total_steps(own, 400) == own.method.steps and study.questions_scored(own) == 3333
+    # published step times are slower than the idealised rates, everywhere
+    assert all(study.gpu_seconds(j.cfg, j.world_size, study.published_rates()) > j.gpu_seconds for j in jobs)
+
+
+def test_published_rates_reproduce_their_step_times():
+    """The high end's decode step is the slowest published step per decode step per parameter: R1-V's 18 s for
+    2 x 256 decode steps of Qwen2-VL-2B (35 ms), VLM-R1's 30 s for Qwen2.5-VL-3B scaled to 2B parameters; a GRPO
+    step of the study's shape (16 prompts x G 8 x 256 tokens on 8 GPUs) then takes at least R1-V's 18 s."""
+    by = {s.model: s for s in study.PUBLISHED_STEPS}
+    two_b, three_b = by["Qwen/Qwen2-VL-2B-Instruct"], by["Qwen/Qwen2.5-VL-3B-Instruct"]
+    assert two_b.decode_step * 2.21e9 == pytest.approx(18 / 512)
+    assert three_b.decode_step * 3.75e9 == pytest.approx(30 / 512)
+    high = study.published_rates()
+    assert high.decode_step == max(two_b.decode_step, three_b.decode_step)
+    # a decode step is shared by no more sequences than the timed run decoded together (R1-V: 8)
+    assert high.together == 8 and high.decode(2.21e9, 32) == high.decode(2.21e9, 8) == pytest.approx(
+        18 / 512 / 8
+    )
+    assert study.IDEALISED.decode(2.21e9, 32) == pytest.approx(study.IDEALISED.decode(2.21e9, 8) / 4)
+    assert high.fwd == pytest.approx(2 / (study.PEAK_FLOPS * 0.081))
+    assert all(s.url.startswith("https://github.com/") for s in study.PUBLISHED_STEPS)
+    assert "R1-V" in high.basis and "VLM-R1" in high.basis and "EasyR1" in high.basis
+    n, fwd, p = 2.21e9, high.fwd * 2.21e9, 512 + study.PROMPT_TEXT_TOKENS
+    step = 16 * p * fwd + 128 * 256 * high.decode(n, 16) + (16 * p + 128 * 256) * 4 * fwd
+    assert 18 < step / 8 < 18 * 1.2
+
+
+def test_plan_prints_job_count_and_the_range_with_its_basis(plans, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(study, "plan", lambda names, *a, **k: plans)
     assert study.main(["--dry-run", "--out", str(tmp_path / "s")]) == 0
     first = capsys.readouterr().out
     assert study.main(["--dry-run", "--out", str(tmp_path / "s")]) == 0
@@ -193,10 +270,129 @@ def test_plan_prints_job_count_and_estimate_deterministically(plans, monkeypatch
     table = study.format_plan(plans)
     assert first.startswith(table)
     total = sum(len(sp.jobs) for sp in plans)
-    assert total == 111 and f"{total} jobs, about" in table and "estimate, not a measurement" in table
-    hours = sum(sp.gpu_hours for sp in plans)
-    assert f"about {hours:.0f} GPU-hours" in table and 30 < hours < 200
+    low = sum(sp.gpu_hours() for sp in plans)
+    high = sum(sp.gpu_hours(study.published_rates()) for sp in plans)
+    assert total == 111 and f"{total} jobs, about {low:,.0f}–{high:,.0f} GPU-hours" in table
+    assert 30 < low < 200 and 3 * low < high < 2000 and "an estimate, not a measurement" in table
+    for sp in plans:  # every sweep prints its own range
+        assert f"{sp.gpu_hours():.1f}–{sp.gpu_hours(study.published_rates()):.1f}" in table
+    assert "  low:  idealised rates" in table and "  high: published GRPO step times" in table
+    assert "R1-V" in table and "VLM-R1" in table and "--calibration" in table
     assert not (tmp_path / "s").exists(), "a dry run writes nothing"
+
+
+def test_a_calibration_sets_the_high_end(plans, tmp_path, capsys, monkeypatch):
+    """`--calibration`: a measured step of one prompt x G completions on one GPU (make bench-gpu) gives the
+    decode step (rollout_s / T) and the forward rate (update_s over 3 (P + G T) tokens), per parameter."""
+    n = study.PARAMS["Qwen/Qwen2-VL-2B-Instruct"]
+    measured = {"G": 8, "T": 256, "P": 612, "step_s": 6.0, "rollout_s": 5.12, "update_s": 0.6}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({**measured, "device": "NVIDIA H100 80GB HBM3"}))
+    rates = study.calibrated_rates(path)
+    assert rates.decode_step * n == pytest.approx(5.12 / 256)
+    assert rates.fwd * n == pytest.approx(0.6 / (3 * (612 + 8 * 256)))
+    assert str(path) in rates.basis and "H100" in rates.basis and rates.together == 8
+    # bench_gpu's own report (times under `ours`), and a step time alone: the whole step as T decode steps
+    report = {"G": 8, "T": 256, "P": 612, "model": {"layers": "28"}, "ours": measured}
+    path.write_text(json.dumps(report))
+    assert study.calibrated_rates(path).decode_step == pytest.approx(rates.decode_step)
+    path.write_text(json.dumps({"G": 8, "T": 256, "step_s": 6.0, "model": "Qwen/Qwen2.5-VL-3B-Instruct"}))
+    alone = study.calibrated_rates(path)
+    assert alone.decode_step * 3.75e9 == pytest.approx(6.0 / 256)
+    table = study.format_plan(plans, alone)
+    assert f"  high: a measured GRPO step ({path}" in table
+    # a file that does not say G, T and step_s fails the plan before anything runs
+    monkeypatch.setattr(study, "plan", lambda names, *a, **k: plans)
+    path.write_text(json.dumps({"G": 8, "step_s": 6.0}))
+    assert study.main(["--dry-run", "--calibration", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--calibration {path}" in err and "KeyError" in err and "G, T and step_s" in err
+
+
+def test_plan_follows_extra_overrides(plans, tmp_path):
+    """The plan composes every job with the extras: the estimate follows them, an extra on a grid key replaces
+    its values (as Hydra's sweeper does), and the fast expansion still equals a full compose."""
+    fgvc = next(sp for sp in plans if sp.name == "study_rft_fgvc")
+    (longer,) = study.plan(["study_rft_fgvc"], ["schedule.max_steps=400"], "slurm")
+    assert all(j.cfg.schedule.max_steps == 400 for j in longer.jobs)
+    assert longer.gpu_hours() > fgvc.gpu_hours() and len(longer.jobs) == len(fgvc.jobs)
+    (one_seed,) = study.plan(["study_rft_fgvc"], ["seed=0", "hydra.launcher.partition=gpu"], "slurm")
+    assert one_seed.params["seed"] == ["0"] and len(one_seed.jobs) == 5
+    cmd = study.command(one_seed, tmp_path, "slurm", ["seed=0", "hydra.launcher.partition=gpu"])
+    assert cmd[-2:] == ["seed=0", "hydra.launcher.partition=gpu"]
+    (swept,) = study.plan(["study_rft_fgvc"], ["seed=3,4", "budget.size=2"])
+    assert [j.overrides for j in swept.jobs] == [["budget.size=2", "seed=3"], ["budget.size=2", "seed=4"]]
+    (gpus,) = study.plan(["study_rft_fgvc"], ["hydra.launcher.gpus_per_node=4"], "slurm")
+    assert gpus.world_size == 4 and all(j.world_size == 4 for j in gpus.jobs)
+    for job in (longer.jobs[0], swept.jobs[-1]):
+        extra = ["schedule.max_steps=400"] if job in longer.jobs else []
+        with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "sweeps")):
+            full = compose(config_name="study_rft_fgvc", overrides=[SEARCH, *extra, *job.overrides])
+        assert to_run_config(full) == job.cfg
+    # an extra on a key the study narrows would undo the narrowing: the narrowed grid is passed, not the extra
+    thinking = next(sp for sp in plans if sp.name == "study_thinking_fgvc")
+    cmd = study.command(thinking, tmp_path, "local", ["reward=nothink,acc_format", "threads=1"])
+    assert cmd[-2:] == ["reward=nothink,length_norm,length_norm_group", "threads=1"]
+
+
+@pytest.mark.parametrize(
+    "extra, launcher, names",
+    [
+        (["method.stpes=1"], "slurm", ["method.stpes=1", "Key 'stpes' not in 'RFTConfig'", "rft/config.py"]),
+        (["hydra.launcher.partiton=gpu"], "slurm", ["hydra.launcher.partiton=gpu", "SlurmQueueConf"]),
+        (["hydra.launcher.partition=gpu"], "local", ["hydra.launcher.partition=gpu"]),
+        (["method.lr=-1"], "slurm", ["method.lr=-1", "method.lr must be > 0", "at budget.size=1 seed=0"]),
+        (["method.lr=1e-5", "method.steps=abc"], "slurm", ["the override method.steps=abc does", "Integer"]),
+        (["method.rollout_batch_size=100"], "slurm", ["method.rollout_batch_size=100"]),
+    ],
+)
+def test_a_bad_override_fails_the_plan_with_one_message(extra, launcher, names, capsys):
+    """Before anything runs: exit 2, one message on stderr naming the override and the fix, no traceback."""
+    args = ["--dry-run", "--sweeps", "study_rft_fgvc", "--launcher", launcher, *extra]
+    assert study.main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("study: the override")
+    assert "Nothing was launched" in captured.err and "Traceback" not in captured.err
+    for name in names:
+        assert name in captured.err, (name, captured.err)
+    if len(extra) > 1:  # the good one is not blamed
+        assert extra[0] not in captured.err
+
+
+def test_make_study_with_a_misspelt_override_exits_2_without_a_traceback():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    run = subprocess.run(
+        [sys.executable, "experiments/study.py", "--dry-run", "--sweeps", "study_sft_sat", "method.stpes=1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "study: the override method.stpes=1 does not fit sweep study_sft_sat" in run.stderr
+
+
+def test_the_plan_prints_what_the_study_can_resolve(plans, jobs):
+    """Per task, the comparisons of the two tables and their minimum detectable effect (rft.report.power) at
+    the study's seeds and test questions, before anything runs."""
+    found = {c.task: c for c in study.comparisons(jobs)}
+    assert found["fgvc"].what == ["rft vs sft at 5 budgets", "4 thinking levels at shots:4"]
+    assert found["sat"].what == ["rft vs sft at 5 budgets", "4 thinking levels at samples:1024"]
+    assert found["banner"].what == ["rft vs sft at 4 budgets"]
+    assert {t: (c.seeds, c.questions) for t, c in found.items()} == {
+        "fgvc": (3, 3333),
+        "sat": (3, 150),
+        "banner": (3, 1000),
+    }
+    table = study.format_plan(plans)
+    block = table[table.index("resolvable difference") :]
+    assert "80% power" in block and "between-seed sd 2.0 points assumed" in block
+    for task, n in (("fgvc", 3333), ("sat", 150), ("banner", 1000)):
+        line = next(line for line in block.splitlines() if line.strip().startswith(task))
+        assert f"≥ {100 * power.mde(n, 3):4.1f} points" in line
+        assert f"questions alone: ≥ {power.mde(n, 3, seed_sd=0.0) * 100:.1f}" in line
+    assert "1,000 test questions (assumed)" in block
 
 
 def test_every_row_lands_in_one_results_csv(plans, tmp_path):
@@ -217,7 +413,7 @@ def test_every_row_lands_in_one_results_csv(plans, tmp_path):
 
 
 def test_launch_asks_unless_yes_and_runs_sweeps_in_order(plans, monkeypatch, tmp_path):
-    monkeypatch.setattr(study, "plan", lambda names: plans)
+    monkeypatch.setattr(study, "plan", lambda names, *a, **k: plans)
     launched: list[list[str]] = []
 
     class Done:
@@ -320,7 +516,7 @@ def test_lanes_balance_the_sweeps_and_keep_their_order(tiny_plans):
 def test_launch_reports_the_whole_study_as_jobs_end(tiny_plans, monkeypatch, tmp_path, capsys):
     """Each fake sweep appends its jobs' rows (one failed) as `run.py -m` would; the study prints a progress line
     for the whole study and ends at N/N."""
-    monkeypatch.setattr(study, "plan", lambda names: tiny_plans)
+    monkeypatch.setattr(study, "plan", lambda names, *a, **k: tiny_plans)
     by_name = {sp.name: sp for sp in tiny_plans}
     table = tmp_path / "out" / "results.csv"
 
