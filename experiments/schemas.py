@@ -21,6 +21,7 @@ from rft.config import (
     RewardConfig,
     RFTConfig,
     RunConfig,
+    ScheduleConfig,
     SFTConfig,
     TaskConfig,
     ZeroShotConfig,
@@ -37,6 +38,7 @@ def register() -> None:
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
     cs.store(group="eval", name="eval_schema", node=EvalConfig)
     cs.store(group="dist", name="dist_schema", node=DistConfig)
+    cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
     cs.store(group="method", name="rft_schema", node=RFTConfig)
     cs.store(group="method", name="sft_schema", node=SFTConfig)
     cs.store(group="method", name="zeroshot_schema", node=ZeroShotConfig)

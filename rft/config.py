@@ -24,6 +24,7 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 SAMPLERS = ("lean", "hf")  # rft.sampling.SAMPLERS
+LR_SCHEDULES = ("cosine", "constant")
 
 
 class ConfigError(ValueError):
@@ -345,7 +346,11 @@ class SFTConfig(MethodConfig):
             train set at each pass, as GRPO does: the tiny study matches SFT's steps to GRPO's this way.
         batch_size: Examples per optimizer step over all ranks.
         micro_batch_size: Examples per forward/backward (gradient accumulation over batch_size / micro_batch_size).
-        warmup_ratio: Fraction of steps with linear LR warm-up.
+        warmup_ratio: Fraction of steps with linear LR warm-up (under a schedule grid: of the grid's first
+            point, so every point's LR path is the same whatever the run's length).
+        lr_schedule: "cosine" (warm-up, then cosine decay to 0 over the run: LLaMA-Factory's SFT default) or
+            "constant" (warm-up, then constant, as GRPO). A schedule grid needs "constant": a checkpoint at a
+            grid point equals a shorter run only when the LR does not depend on the run's length.
     """
 
     name: str = "sft"
@@ -356,6 +361,7 @@ class SFTConfig(MethodConfig):
     lr: float = 2e-5
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
+    lr_schedule: str = "cosine"
     max_grad_norm: float = 1.0
     max_prompt_tokens: int = 1024
 
@@ -377,10 +383,55 @@ class SFTConfig(MethodConfig):
         _require(
             0 <= self.warmup_ratio < 1, f"method.warmup_ratio must be in [0, 1), got {self.warmup_ratio}"
         )
+        _require(
+            self.lr_schedule in LR_SCHEDULES,
+            f"method.lr_schedule={self.lr_schedule!r} is not one of {LR_SCHEDULES}",
+        )
 
     def total_steps(self, n_train: int) -> int:
         """Optimizer steps of a run on `n_train` examples: `steps`, or `epochs` passes of `batch_size`."""
         return self.steps or math.ceil(n_train * self.epochs / self.batch_size)
+
+
+@dataclass
+class ScheduleConfig:
+    """How long a trained method runs, stated the same way for every method (`schedule=`; docs/protocol.md).
+
+    Empty `epochs` (the default): the method's own length decides (`method.steps`, or SFT's `method.epochs`).
+    A grid of `epochs`: the run trains to its longest point and, at each point, scores the model on the
+    `select_split` (to choose a length without looking at the test split) and on the test split; the result row
+    gets `grid_e<E>/*` beside the final `eval/*`. One run then serves every length of the grid, and both methods
+    get the same lengths in passes over the budgeted data (docs/protocol.md, "Training budgets").
+
+    Attributes:
+        epochs: The grid, in passes over the budgeted train set (`train/epochs`), e.g. [1, 2, 4, 8].
+            A point's optimizer steps are ceil(E x n_train / examples per step) (GRPO: prompts per step).
+        max_steps: Grid points beyond this many optimizer steps are not trained (0 = no cap); the first point
+            always is, so a large budget still gets at least its first point.
+        select_split: The split each grid point is scored on for choosing a length ("val"); "" scores none.
+        select_limit: Score selection on the first N questions of `select_split`, in a fixed seeded order
+            shared by every run (0 = all).
+    """
+
+    name: str = "method"
+    epochs: list[float] = field(default_factory=list)
+    max_steps: int = 0
+    select_split: str = "val"
+    select_limit: int = 0
+
+    def __post_init__(self) -> None:
+        _require(
+            all(math.isfinite(e) and e > 0 for e in self.epochs),
+            f"schedule.epochs must be positive numbers of passes, got {list(self.epochs)}",
+        )
+        _require(
+            len(set(self.epochs)) == len(self.epochs),
+            f"schedule.epochs lists a length twice: {list(self.epochs)}; list each once",
+        )
+        _require(self.max_steps >= 0, f"schedule.max_steps must be >= 0 (0 = no cap), got {self.max_steps}")
+        _require(
+            self.select_limit >= 0, f"schedule.select_limit must be >= 0 (0 = all), got {self.select_limit}"
+        )
 
 
 @dataclass
@@ -500,6 +551,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     resume: str = "none"
     resume_allow_changes: bool = False
     seed: int = 0
@@ -565,6 +617,17 @@ def validate(cfg: RunConfig, world_size: int = 1) -> None:
             f"method.batch_size ({m.batch_size}) must split into {world_size} ranks x whole micro-batches of "
             f"{m.micro_batch_size}; e.g. method.batch_size={m.micro_batch_size * world_size}",
         )
+    if isinstance(m, SFTConfig) and len(cfg.schedule.epochs) > 1:
+        _require(
+            m.lr_schedule == "constant",
+            "schedule.epochs scores the run at each grid point, which stands for a shorter run only when the LR "
+            "does not depend on the run's length; pass method.lr_schedule=constant (SFT's cosine decay does)",
+        )
+    _require(
+        not cfg.schedule.epochs or cfg.schedule.select_split != cfg.eval.split,
+        f"schedule.select_split and eval.split are both {cfg.eval.split!r}: a length chosen on the split it is "
+        "reported on flatters it; select on another split (schedule.select_split=val)",
+    )
     if isinstance(cfg.method, RFTConfig) and cfg.reward.length_target is not None:
         _require(
             cfg.reward.length_target <= cfg.method.max_new_tokens,

@@ -17,11 +17,12 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
 
-from rft import distributed
+from rft import distributed, schedule
 from rft.checkpoint import Checkpointer
 from rft.config import RunConfig
 from rft.data.base import Sample, Task
@@ -111,18 +112,25 @@ def train(
     *,
     device: torch.device | None = None,
     reference: torch.nn.Module | None = None,
+    after_step: Callable[[int, object, dict[str, float]], None] | None = None,
 ) -> tuple[dict[str, float], object]:
     """Train `model` in place with GRPO on `train_set`; `checkpointer` resumes and saves (None: neither).
+
+    The run is `rft.schedule.total_steps` long: `method.steps`, or the last point of a `schedule.epochs` grid.
 
     Args:
         device: The run's device (`rft.distributed.resolve_device`); None resolves `cfg.device` here.
         reference: The reference policy for beta > 0, already loaded (the pipeline loads it partitioned under
             ZeRO-3); None copies the policy before the engine wraps it. Unused with LoRA (adapter off) or beta = 0.
+        after_step: Called as `after_step(step, engine, totals)` after every optimizer step, before the
+            checkpoint, with the run's totals so far (`train/tokens`); the pipeline scores grid points here.
 
     Returns:
-        (final training stats: last reward mean, steps, mean step seconds; the engine, for evaluation).
+        (final training stats: last reward mean, steps, passes, prompts, completions, loss tokens, mean step
+        seconds; the engine, for evaluation).
     """
     m = cfg.method
+    steps = schedule.total_steps(cfg, len(train_set))
     world, rank = distributed.world_size(), distributed.rank()
     device = distributed.resolve_device(cfg.device) if device is None else device
     # This rank's share of the step: whole groups only (a group lives on one rank).
@@ -143,8 +151,11 @@ def train(
     micro = [slice(i, i + m.micro_batch_size) for i in range(0, N, m.micro_batch_size)]
     timer = PhaseTimer(sync=device_sync(engine.device))  # GPU work is charged to the phase that launched it
     log.info(
-        "GRPO: %d steps, B=%d prompts x G=%d, micro-batch %d, beta=%g, mu=%d, loss_agg=%s, scale_adv_by_std=%s",
-        m.steps,
+        "GRPO: %d steps (%.3g passes over %d prompts), B=%d prompts x G=%d, micro-batch %d, beta=%g, mu=%d, "
+        "loss_agg=%s, scale_adv_by_std=%s",
+        steps,
+        schedule.budget_record(cfg, len(train_set), steps)["train/epochs"],
+        len(train_set),
         B,
         G,
         m.micro_batch_size,
@@ -155,11 +166,12 @@ def train(
     )
     ckpt = checkpointer or Checkpointer.off()
     start, last = ckpt.restore(engine, stream)  # weights, optimizer, data position, RNGs; (0, {}) when fresh
+    loss_tokens = last.get("train/tokens", 0.0)  # completion tokens the loss saw, all ranks, since step 1
     zero_std_steps = 0
     step_times = []
-    report_every, window = max(1, m.steps // 10), []  # a progress line at every tenth of the run
-    bar = dict(desc="grpo", initial=start, total=m.steps, disable=not engine.is_main, mininterval=2)
-    for step in tqdm(range(start + 1, m.steps + 1), **bar):
+    report_every, window = max(1, steps // 10), []  # a progress line at every tenth of the run
+    bar = dict(desc="grpo", initial=start, total=steps, disable=not engine.is_main, mininterval=2)
+    for step in tqdm(range(start + 1, steps + 1), **bar):
         t_step = time.perf_counter()
         samples = stream.take(B * world)[rank * B : (rank + 1) * B]  # every rank draws the same global batch
 
@@ -225,6 +237,7 @@ def train(
         # 5-6. Loss, backward per micro-batch, one optimizer step per update pass.
         # Global-batch normalisers (see rft.sft): rows are equal per rank; tokens are averaged over ranks.
         num_tokens = mean_over_ranks(float(mask.sum()))
+        loss_tokens += num_tokens * world
         with timer.phase("update"):
             for _ in range(m.mu):
                 stats: dict[str, float] = defaultdict(float)
@@ -287,14 +300,14 @@ def train(
         }
         tracker.log(step, metrics)
         window.append(metrics)
-        if step % report_every == 0 or step == m.steps:
+        if step % report_every == 0 or step == steps:
             if engine.is_main:
-                log.info(progress_text(step, m.steps, window))
+                log.info(progress_text(step, steps, window))
             window = []
         zero_std_steps = zero_std_steps + 1 if metrics["rollout/frac_zero_std_groups"] == 1 else 0
         if zero_std_steps == ZERO_STD_PATIENCE:  # once per streak, not every step
             log.warning(zero_std_warning(metrics, [t for t, _ in terms], m.max_new_tokens))
-        if step % m.samples_every == 0 or step == m.steps:
+        if step % m.samples_every == 0 or step == steps:
             names = [t for t, _ in terms]
             adv = advantages.tolist()
             rows = [
@@ -310,10 +323,15 @@ def train(
             ]
             tracker.log_samples(step, rows, images=[samples[i // G].images[0] for i in range(N)])
         last = metrics
-        summary = {"rollout/reward_mean": metrics["rollout/reward_mean"]}  # what the return value needs
-        ckpt.end_of_step(step, m.steps, engine, stream, summary)
+        # what the return value needs, restored with the checkpoint
+        summary = {"rollout/reward_mean": metrics["rollout/reward_mean"], "train/tokens": loss_tokens}
+        if after_step is not None:
+            after_step(step, engine, summary)
+        ckpt.end_of_step(step, steps, engine, stream, summary)
     stats = {
-        "train/steps": float(m.steps),
+        "train/steps": float(steps),
+        **schedule.budget_record(cfg, len(train_set), steps),
+        "train/tokens": loss_tokens,
         "train/final_reward_mean": last.get("rollout/reward_mean", float("nan")),
         "perf/mean_step_s": sum(step_times) / max(len(step_times), 1),
     }

@@ -31,7 +31,7 @@ import torch
 from filelock import FileLock, Timeout
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from rft import checkpoint, distributed, evaluate, grpo, models, sft, testbed
+from rft import checkpoint, distributed, evaluate, grpo, models, schedule, sft, testbed
 from rft.config import ConfigError, RFTConfig, RunConfig, SFTConfig, validate
 from rft.data.budget import apply_budget
 from rft.data.images import verify_images
@@ -185,6 +185,44 @@ def write_predictions(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def selection_set(samples: list, limit: int) -> list:
+    """The questions a schedule grid is scored on for choosing a length: the split in a fixed seeded order
+    (the same for every run, whatever its seed), its first `limit` (0 = all)."""
+    order = sorted(samples, key=lambda s: s.uid)
+    random.Random("schedule-select").shuffle(order)
+    return order[:limit] if limit else order
+
+
+GRID_FILE = "grid.jsonl"  # one line per scored grid point; a resumed run keeps the points already scored
+
+
+def read_grid(run_dir: Path) -> dict[str, float]:
+    """The `grid_e<E>/*` metrics already scored in `run_dir` (a resumed run); {} when none."""
+    path = run_dir / GRID_FILE
+    metrics: dict[str, float] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                metrics.update(json.loads(line))
+    return metrics
+
+
+def point_metrics(point: schedule.Point, prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    """The few numbers a grid point keeps of an evaluation: accuracy, think tokens, format rate."""
+    keys = ("accuracy", "think_tokens", "format_rate")
+    return {f"{point.key}/{prefix}_{k}": metrics[f"eval/{k}"] for k in keys}
+
+
+def prior_wall_s(run_dir: Path) -> float:
+    """Seconds earlier attempts of this run already spent (an interrupted or failed results.json), so a resumed
+    run's GPU-hours count the whole run."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        record = json.loads((run_dir / "results.json").read_text())
+        if record.get("status") in ("interrupted", "failed") and record.get("stage") != "setup":
+            return float(record.get("wall_s") or 0.0)
+    return 0.0
+
+
 def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
     """Run one experiment; return its result row, also written to results.json and the CSV.
 
@@ -217,15 +255,20 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
     seed_everything(cfg.seed)
 
     # Data and budget: reject bad input before anything heavy.
-    task = build_task(cfg.task, seed=cfg.seed, splits=("train", cfg.eval.split))
+    trains = isinstance(cfg.method, RFTConfig | SFTConfig)
+    selects = trains and bool(cfg.schedule.epochs) and bool(cfg.schedule.select_split)
+    splits = ("train", cfg.eval.split) + ((cfg.schedule.select_split,) if selects else ())
+    task = build_task(cfg.task, seed=cfg.seed, splits=splits)
     train_set = (
-        []
-        if cfg.method.name == "zeroshot"
-        else apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed)
+        apply_budget(task.split("train"), cfg.budget.kind, cfg.budget.size, cfg.budget.seed) if trains else []
     )
     eval_set = task.split(cfg.eval.split)
     eval_set = eval_set[: cfg.eval.limit] if cfg.eval.limit else eval_set
-    verify_images(train_set + eval_set)  # a truncated image fails here, not hours into training
+    select_set = (
+        selection_set(task.split(cfg.schedule.select_split), cfg.schedule.select_limit) if selects else []
+    )
+    points = schedule.grid(cfg, len(train_set))  # the lengths the run is scored at; the last is its end
+    verify_images(train_set + eval_set + select_set)  # a truncated image fails here, not hours into training
     if is_main:
         check_writable(run_dir, Path(cfg.results_csv).parent)
     distributed.init(cfg.dist.backend, device)
@@ -246,6 +289,15 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
     log.info(
         "task %s: %d train samples after budget, %d eval samples", task.name, len(train_set), len(eval_set)
     )
+    if cfg.schedule.epochs and points:
+        log.info(
+            "schedule: scored at %s (epochs:steps) on %d %s and %d %s questions",
+            ", ".join(f"{p.epochs:g}:{p.steps}" for p in points),
+            len(select_set),
+            cfg.schedule.select_split or "no selection",
+            len(eval_set),
+            cfg.eval.split,
+        )
 
     lock = claim_run_dir(run_dir) if is_main else None  # before anything is written into the folder
     try:
@@ -263,6 +315,9 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
             train_source=cfg.task.train_source or cfg.task.source,
             crop_bottom=cfg.task.crop_bottom,
             eval_multi_image=cfg.task.eval_multi_image,
+            schedule="epochs:" + ",".join(f"{p.epochs:g}" for p in points)
+            if cfg.schedule.epochs
+            else "method",
             think=cfg.reward.think,
             loss_agg=cfg.method.loss_agg if isinstance(cfg.method, RFTConfig) else None,
             group_size=cfg.method.group_size if isinstance(cfg.method, RFTConfig) else None,
@@ -301,19 +356,66 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
             processor=processor,
         )
 
-        def evaluate_all(model) -> list[dict]:
-            """Greedy eval of the eval set, sharded over ranks; every rank gets every prediction row."""
+        def evaluate_all(model, samples=eval_set) -> list[dict]:
+            """Greedy eval of `samples` (the eval set), sharded over ranks; every rank gets every prediction row."""
             _, shard = evaluate.evaluate(
                 model,
                 processor,
                 task,
-                eval_set[distributed.rank() :: world],
+                samples[distributed.rank() :: world],
                 think=cfg.reward.think,
                 max_new_tokens=cfg.method.max_new_tokens,
                 batch_size=cfg.eval.batch_size,
                 device=device,
             )
             return distributed.gather_rows(shard)
+
+        prior_s = prior_wall_s(run_dir) if resume_from is not None else 0.0
+        scored = read_grid(run_dir) if resume_from is not None else {}
+        row.metrics.update(scored)
+        at_step = {p.steps: p for p in points} if cfg.schedule.epochs else {}
+
+        def score_point(step: int, engine, totals: dict[str, float]) -> None:
+            """At a grid point: score the model on the selection split and (before the last point, whose score
+            is the final evaluation's) the test split, and keep what the run had got by then."""
+            point = at_step.get(step)
+            if point is None or f"{point.key}/steps" in row.metrics:
+                return
+            rng = (
+                checkpoint.rng_state()
+            )  # scoring must not change the run: it draws nothing, and we make sure
+            got = {
+                f"{point.key}/steps": float(step),
+                f"{point.key}/tokens": totals["train/tokens"],
+                f"{point.key}/gpu_hours": (prior_s + time.time() - t0) * world / 3600,
+            }
+            with engine.generation():
+                if select_set:
+                    got.update(
+                        point_metrics(
+                            point,
+                            "val",
+                            evaluate.eval_metrics(evaluate_all(models.unwrap(model), select_set)),
+                        )
+                    )
+                if point is not points[-1]:
+                    got.update(
+                        point_metrics(
+                            point, "test", evaluate.eval_metrics(evaluate_all(models.unwrap(model)))
+                        )
+                    )
+            checkpoint.set_rng_state(rng)
+            row.metrics.update(got)
+            tracker.log(step, got)
+            if is_main:
+                with (run_dir / GRID_FILE).open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(got) + "\n")
+            log.info(
+                "grid point %g passes (step %d): %s",
+                point.epochs,
+                step,
+                ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in got.items() if "accuracy" in k),
+            )
 
     except BaseException:  # setup failed before the run's own try/finally: give the folder back
         if lock is not None:
@@ -335,6 +437,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         if isinstance(cfg.method, RFTConfig | SFTConfig):
             loop = grpo if isinstance(cfg.method, RFTConfig) else sft
             extra = {"reference": reference} if loop is grpo else {}
+            extra["after_step"] = score_point
             with stop.deferred(), logging_redirect_tqdm():  # log lines print above the progress bar
                 train_stats, engine = loop.train(
                     cfg, task, train_set, model, processor, tracker, ckpt, device=device, **extra
@@ -348,6 +451,15 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         eval_s = time.time() - t_eval
         if is_main:
             write_predictions(run_dir / "eval_predictions.jsonl", predictions)
+        if not trains:  # what the run got: nothing (zero-shot)
+            train_stats = {
+                "train/epochs": 0.0,
+                "train/samples_seen": 0.0,
+                "train/completions": 0.0,
+                "train/tokens": 0.0,
+            }
+        if at_step:  # the last grid point is the trained model: its test score is the final evaluation's
+            row.metrics.update(point_metrics(points[-1], "test", metrics))
         row.metrics.update({**metrics, **train_stats})
         row.status, row.train_s, row.eval_s = "finished", train_s, eval_s
     except checkpoint.Interrupted as err:
@@ -367,7 +479,8 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         stop.uninstall()
         if lock is not None:
             lock.release()
-        row.wall_s = round(time.time() - t0, 2)
+        row.wall_s = round(prior_s + time.time() - t0, 2)
+        row.gpu_hours = round(row.wall_s * world / 3600, 6)
         row.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         record = row.to_record()
         try:

@@ -103,9 +103,16 @@ class ResultRow:
             from, the pixels cut off each image's bottom, whether 2-image questions were evaluated.
         stage: Where a failed run stopped when it is known: `"setup"` for a failure before training started
             (config, data, budget, model, checkpoint; such a row has no metrics and never trained).
-        train_s, eval_s, wall_s: Seconds spent training, evaluating, and in all.
+        schedule: How long it trained: "method" (the method's own steps or epochs) or "epochs:1,2,4" (the grid
+            of `schedule.epochs` it was scored at; `grid_e<E>/*` metrics).
+        train_s, eval_s, wall_s: Seconds spent training, evaluating, and in all (wall_s: every attempt of a
+            resumed run).
+        gpu_hours: Measured cost: wall_s x world_size / 3600.
         finished_at: ISO 8601 UTC time the row was completed.
-        metrics: `section/name` -> value: `eval/*`, `eval_before/*` (with `eval.before`), `train/*`, `perf/*`.
+        metrics: `section/name` -> value: `eval/*`, `eval_before/*` (with `eval.before`), `train/*`, `perf/*`,
+            `grid_e<E>/*`. What the run got: `train/epochs` (passes over the budgeted set), `train/samples_seen`
+            (examples or prompts drawn), `train/completions` (generated; 0 for SFT and zero-shot), `train/tokens`
+            (tokens the loss saw: GRPO completions, SFT targets, over all ranks).
     """
 
     run_id: str
@@ -133,10 +140,12 @@ class ResultRow:
     train_source: str | None = None
     crop_bottom: int | None = None
     eval_multi_image: bool | None = None
+    schedule: str | None = None
     last_checkpoint: str | None = None
     train_s: float | None = None
     eval_s: float | None = None
     wall_s: float | None = None
+    gpu_hours: float | None = None
     finished_at: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 

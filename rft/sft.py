@@ -14,17 +14,18 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
 
-from rft import distributed
+from rft import distributed, schedule
 from rft.checkpoint import Checkpointer
 from rft.config import RunConfig
 from rft.data.base import Sample, Task
 from rft.data.budget import PromptStream
 from rft.distributed import mean_over_ranks
-from rft.engine import make_engine, warmup_cosine
+from rft.engine import make_engine, warmup_constant, warmup_cosine
 from rft.logprobs import completion_logprobs
 from rft.losses import sft_loss
 from rft.models import unwrap
@@ -66,35 +67,45 @@ def train(
     checkpointer: Checkpointer | None = None,
     *,
     device: torch.device | None = None,
+    after_step: Callable[[int, object, dict[str, float]], None] | None = None,
 ) -> tuple[dict[str, float], object]:
     """Fine-tune `model` in place on `train_set`; `checkpointer` resumes and saves (None: neither).
 
+    The run is `rft.schedule.total_steps` long: `method.steps`, `method.epochs` passes, or the last point of a
+    `schedule.epochs` grid.
+
     Args:
         device: The run's device (`rft.distributed.resolve_device`); None resolves `cfg.device` here.
+        after_step: Called as `after_step(step, engine, totals)` after every optimizer step, before the
+            checkpoint, with the run's totals so far (`train/tokens`); the pipeline scores grid points here.
 
     Returns:
-        (final training stats, the engine).
+        (final training stats: steps, passes, examples, target tokens, final loss; the engine).
     """
     m = cfg.method
     tok = processor.tokenizer
-    total_steps = m.total_steps(len(train_set))
+    total_steps = schedule.total_steps(cfg, len(train_set))
     world, rank = distributed.world_size(), distributed.rank()
     device = distributed.resolve_device(cfg.device) if device is None else device
     per_rank = m.batch_size // world  # this rank's share of each global batch
-    lr_factor = warmup_cosine(int(m.warmup_ratio * total_steps), total_steps)
+    warmup = schedule.warmup_steps(cfg, len(train_set))
+    lr_factor = warmup_cosine(warmup, total_steps) if m.lr_schedule == "cosine" else warmup_constant(warmup)
     engine = make_engine(cfg, model, device=device, lr_factor=lr_factor)
     timer = PhaseTimer(sync=device_sync(engine.device))  # GPU work is charged to the phase that launched it
     log.info(
-        "SFT: %s = %d steps, batch %d, micro-batch %d",
-        f"{total_steps * m.batch_size / len(train_set):.3g} epochs" if m.steps else f"{m.epochs} epochs",
+        "SFT: %.3g passes over %d examples = %d steps, batch %d, micro-batch %d, %s LR",
+        schedule.budget_record(cfg, len(train_set), total_steps)["train/epochs"],
+        len(train_set),
         total_steps,
         m.batch_size,
         m.micro_batch_size,
+        m.lr_schedule,
     )
     stream = PromptStream(train_set, seed=cfg.seed)
     ckpt = checkpointer or Checkpointer.off()
     start, summary = ckpt.restore(engine, stream)  # weights, optimizer, data, RNGs; (0, {}) when fresh
     loss_value = summary.get("train/final_loss", float("nan"))
+    loss_tokens = summary.get("train/tokens", 0.0)  # target tokens the loss saw, all ranks, since step 1
     bar = dict(desc="sft", initial=start, total=total_steps, disable=not engine.is_main, mininterval=2)
     for step in tqdm(range(start + 1, total_steps + 1), **bar):
         t_step = time.perf_counter()
@@ -109,6 +120,7 @@ def train(
             # Token-mean over the GLOBAL batch: DeepSpeed averages gradients over ranks, so each rank divides
             # by (global tokens / world size) and the average equals the single-process gradient exactly.
             num_tokens = mean_over_ranks(float(mask.sum()))
+            loss_tokens += num_tokens * world
 
         # 2. Forward/backward per micro-batch.
         with timer.phase("update"):
@@ -142,6 +154,17 @@ def train(
             **peak_memory(engine.device),
         }
         tracker.log(step, metrics)
-        ckpt.end_of_step(step, total_steps, engine, stream, {"train/final_loss": loss_value})
-    step = total_steps
-    return {"train/steps": float(step), "train/final_loss": loss_value}, engine
+        summary = {
+            "train/final_loss": loss_value,
+            "train/tokens": loss_tokens,
+        }  # restored with the checkpoint
+        if after_step is not None:
+            after_step(step, engine, summary)
+        ckpt.end_of_step(step, total_steps, engine, stream, summary)
+    stats = {
+        "train/steps": float(total_steps),
+        **schedule.budget_record(cfg, len(train_set), total_steps),
+        "train/tokens": loss_tokens,
+        "train/final_loss": loss_value,
+    }
+    return stats, engine

@@ -20,8 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Bottom to top. `rft.data.*` names every module of the data package.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("pure math and leaf utilities", {"rft", "rft.losses", "rft.rewards", "rft.files", "rft.redaction"}),
-    ("typed config", {"rft.config"}),
+    (
+        "pure math and leaf utilities",
+        {"rft", "rft.losses", "rft.rewards", "rft.thinking", "rft.files", "rft.redaction"},
+    ),
+    ("typed config", {"rft.config", "rft.schedule"}),
     (
         "data, models, tracking",
         {

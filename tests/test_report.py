@@ -17,7 +17,7 @@ from scipy import stats as scipy_stats
 
 from experiments import report as cli
 from rft import report
-from rft.results import append_result_row
+from rft.results import ResultRow, append_result_row
 
 FGVC, SAT = "fgvc_synth", "sat_synth"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -327,3 +327,93 @@ def test_wandb_logs_an_offline_report_run(tmp_path: Path, wandb_offline: None):
     built = report.build_report(rows, root=tmp_path / "sweep")
     assert report.shared_logger_value(built, "group") == "thinking_tiny"
     assert report.shared_logger_value(built, "project") == "rft-test"
+
+
+# --- schedule grids: table 1 at the validation-chosen length, table 1b at equal passes -------------------------
+
+
+def grid_row(run_id: str, method: str, seed: int, points: dict[str, tuple[float, float]]) -> ResultRow:
+    """A finished row trained on a schedule grid: points maps E -> (val accuracy, test accuracy)."""
+    record = result_row(run_id, method, FGVC, "shots:1", seed, list(points.values())[-1][1])
+    record["schedule"] = "epochs:" + ",".join(points)
+    for e, (val, test) in points.items():
+        record.update({f"grid_e{e}/val_accuracy": val, f"grid_e{e}/test_accuracy": test})
+        record[f"grid_e{e}/steps"] = 7 * int(e)
+        record[f"grid_e{e}/test_think_tokens"] = 3.0 * int(e)
+    return ResultRow.from_record(record)
+
+
+GRID_ROWS = [
+    # sft: val means at E=1,2,4: (0.50+0.52)/2 = 0.51, 0.60, 0.40 -> E=2 is chosen; its test 0.55, 0.57 -> 56.0
+    grid_row("sft-g0", "sft", 0, {"1": (0.50, 0.45), "2": (0.60, 0.55), "4": (0.40, 0.70)}),
+    grid_row("sft-g1", "sft", 1, {"1": (0.52, 0.47), "2": (0.60, 0.57), "4": (0.40, 0.72)}),
+    # rft: val means 0.30, 0.50, 0.50 -> a tie between E=2 and E=4 goes to the shorter, E=2: test 0.60, 0.64
+    grid_row("rft-g0", "rft", 0, {"1": (0.30, 0.30), "2": (0.50, 0.60), "4": (0.50, 0.90)}),
+    grid_row("rft-g1", "rft", 1, {"1": (0.30, 0.32), "2": (0.50, 0.64), "4": (0.50, 0.92)}),
+]
+
+
+def test_table1_reports_each_method_at_the_length_its_validation_score_chose():
+    """Not the best test score (E=4 for both) and not the last point: the validation argmax per cell."""
+    assert report.select_length(GRID_ROWS[:2]) == "2"
+    assert report.select_length(GRID_ROWS[2:]) == "2"
+    t1 = report.table1(GRID_ROWS)
+    cells = {line[0]: line[1] for line in t1.body}
+    assert (
+        cells["sft @ shots:1"].startswith("56.0 ± 1.4 (n=2)") and "E=2 (14 steps)" in cells["sft @ shots:1"]
+    )
+    assert (
+        cells["rft @ shots:1"].startswith("62.0 ± 2.8 (n=2)") and "E=2 (14 steps)" in cells["rft @ shots:1"]
+    )
+    assert cells["Δ(RFT−SFT) @ shots:1"].startswith("+6.0")
+    assert any("validation accuracy chose" in note for note in t1.notes)
+
+
+def test_table1b_compares_the_methods_at_every_equal_length():
+    t1b = report.table1b(GRID_ROWS)
+    cells = {line[0]: line[1] for line in t1b.body}
+    assert list(cells) == [f"Δ(RFT−SFT) @ shots:1, E={e}" for e in ("1", "2", "4")]
+    assert cells["Δ(RFT−SFT) @ shots:1, E=1"].startswith("-15.0")  # 31.0 - 46.0
+    assert cells["Δ(RFT−SFT) @ shots:1, E=4"].startswith("+20.0")  # 91.0 - 71.0
+    deltas = {r["epochs"]: r["mean"] for r in t1b.records}
+    assert deltas == pytest.approx({"1": -15.0, "2": 6.0, "4": 20.0})
+
+
+def test_rows_without_a_grid_keep_their_final_score_and_table1b_says_it_is_empty():
+    plain = [ResultRow.from_record(result_row("s", "sft", FGVC, "shots:1", 0, 0.5))]
+    assert report.select_length(plain) is None
+    assert report.table1(plain).body[1][1] == "50.0 ± – (n=1)"
+    assert report.table1b(plain).body == [] and "schedule=grid" in report.table1b(plain).notes[0]
+
+
+def test_table2_lists_the_plain_length_forms_after_the_levels_when_run():
+    # the paper's plain forms are not ablation levels: no row, no line; a row gets its label after the four
+    rows = [
+        ResultRow.from_record(result_row(f"rft-{r}", "rft", FGVC, "shots:4", 0, 0.5, reward=r))
+        for r in ("acc_format", "length_norm", "length_norm_group_plain")
+    ]
+    cells = grid(report.table2(rows))
+    assert list(cells) == [*report.REWARD_LEVELS, "length_norm_group_plain"]
+    assert cells["length_norm_group_plain"]["level"] == "think + length (group, plain)"
+
+
+def test_table2_think_tokens_come_from_the_chosen_length():
+    rows = [
+        ResultRow.from_record({**row.to_record(), "reward": reward})
+        for row in GRID_ROWS[2:]
+        for reward in ("acc_format", "length_norm")
+    ]
+    t2 = report.table2(rows)
+    line = next(line for line in t2.body if line[1] == "length_norm")
+    assert line[3].startswith("62.0") and line[4].startswith("6.0 ± 0.0")  # E=2: 3.0 x 2 think tokens
+
+
+def test_table_notes_state_the_smallest_resolvable_difference(built):
+    """FGVC's trained cells in table 1: means 45, 60, 75 -> p 0.6; stds 10 and 13.23 pool to 11.73 points, of which
+    sqrt(0.1173^2 - 0.6 x 0.4 / 128) = 10.90 points is between seeds; 3 seeds x 128 questions (eval/n)."""
+    from rft.report import power
+
+    want = 100 * power.mde(128, 3, 0.6, math.sqrt((0.01 + 0.0175) / 2 - 0.6 * 0.4 / 128))
+    note = next(n for n in built.tables[0].notes if n.startswith("Resolvable difference"))
+    assert f"{FGVC} ≥ {want:.1f} points (3 seeds × 128 test questions)" in note
+    assert want > 15.0  # a 15-point Δ at these spreads is not resolved: the note is what says so

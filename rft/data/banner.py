@@ -31,7 +31,15 @@ def load_banner_jsonl(root: str | Path | None, split: str, *, seed: int, shuffle
     root = Path(root).expanduser()
     path = root / f"{split}.jsonl"
     if not path.is_file():
-        raise DataError(f"missing file {path} (split {split!r}); see docs/data.md for the banner format")
+        fix = (
+            " A schedule grid (schedule=grid) chooses its length on val.jsonl: add one in the same format, or "
+            "pass schedule.select_split=''"
+            if split == "val"
+            else ""
+        )
+        raise DataError(
+            f"missing file {path} (split {split!r}); see docs/data.md for the banner format.{fix}"
+        )
     rows = []
     seen: dict[str, int] = {}  # id -> line
     # utf-8-sig: a BOM (Windows editors write one) is dropped; splitlines takes CRLF too
@@ -216,10 +224,13 @@ def _banner_question(rng: random.Random, panels: list[dict]) -> tuple[str, str, 
     return question, answer, options, qtype
 
 
-def make_banner_synth(train_size: int, test_size: int, data_seed: int, image_size: int) -> Task:
-    """The synthetic Banner Analysis stand-in: `image_size` is the banner height (the width is twice it)."""
+def make_banner_synth(
+    train_size: int, test_size: int, data_seed: int, image_size: int, val_size: int = 0
+) -> Task:
+    """The synthetic Banner Analysis stand-in: `image_size` is the banner height (the width is twice it); a `val`
+    split too when `val_size` > 0."""
     splits = {}
-    for split, n in (("train", train_size), ("test", test_size)):
+    for split, n in [("train", train_size), ("test", test_size)] + ([("val", val_size)] if val_size else []):
         rows = []
         for i in range(n):
             rng = random.Random(f"banner_synth-{data_seed}-{split}-{i}")

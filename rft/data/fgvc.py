@@ -471,10 +471,15 @@ def make_fgvc(cfg: TaskConfig, splits: tuple[str, ...]) -> Task:
     )
 
 
-def make_fgvc_synth(train_per_class: int, test_per_class: int, data_seed: int, image_size: int) -> Task:
-    """The fine-grained classification stand-in for FGVC-Aircraft."""
+def make_fgvc_synth(
+    train_per_class: int, test_per_class: int, data_seed: int, image_size: int, val_per_class: int = 0
+) -> Task:
+    """The fine-grained classification stand-in for FGVC-Aircraft; a `val` split too when `val_per_class` > 0."""
     splits: dict[str, list[Sample]] = {}
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+    sizes = [("train", train_per_class), ("test", test_per_class)] + (
+        [("val", val_per_class)] if val_per_class else []
+    )
+    for split, per_class in sizes:
         rows = []
         for label in GLYPH_CLASSES:
             for i in range(per_class):

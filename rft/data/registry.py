@@ -23,8 +23,14 @@ class TaskEntry(NamedTuple):
 
 
 def _synthetic(make) -> Callable[[TaskConfig, int, tuple[str, ...]], Task]:
-    """A synthetic task's builder: always renders train and test, from the data seed."""
-    return lambda cfg, seed, splits: make(cfg.train_size, cfg.test_size, cfg.data_seed, cfg.image_size)
+    """A synthetic task's builder: always renders train and test, from the data seed, and a `val` split of the
+    test split's size when asked for one (a schedule grid selects its length there)."""
+
+    def build(cfg: TaskConfig, seed: int, splits: tuple[str, ...]) -> Task:
+        val = cfg.test_size if "val" in splits else 0
+        return make(cfg.train_size, cfg.test_size, cfg.data_seed, cfg.image_size, val)
+
+    return build
 
 
 TASKS: dict[str, TaskEntry] = {
@@ -46,7 +52,7 @@ def build_task(
         cfg: The task config, or a task name plus TaskConfig `fields` (`build_task("fgvc_synth", train_size=6)`).
         seed: The run seed; real multiple-choice tasks shuffle their options with it (per question uid).
         splits: The splits a real dataset loads ("train" is the pool of `cfg.train_split`); synthetic tasks
-            always render train and test.
+            always render train and test, and val when it is asked for.
 
     Raises:
         ValueError: unknown task name (lists the known ones).

@@ -193,13 +193,16 @@ def _spatial_row(rng: random.Random, size: int, uid: str) -> Sample:
     )
 
 
-def make_sat_synth(train_size: int, test_size: int, data_seed: int, image_size: int) -> Task:
-    """The spatial multiple-choice stand-in for SAT."""
+def make_sat_synth(
+    train_size: int, test_size: int, data_seed: int, image_size: int, val_size: int = 0
+) -> Task:
+    """The spatial multiple-choice stand-in for SAT; a `val` split too when `val_size` > 0."""
+    sizes = [("train", train_size), ("test", test_size)] + ([("val", val_size)] if val_size else [])
     splits = {
         split: [
             _spatial_row(random.Random(f"sat_synth-{data_seed}-{split}-{i}"), image_size, f"{split}-{i}")
             for i in range(n)
         ]
-        for split, n in (("train", train_size), ("test", test_size))
+        for split, n in sizes
     }
     return Task(name="sat_synth", kind="multiple_choice", splits=splits)

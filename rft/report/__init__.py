@@ -6,7 +6,7 @@
     log_to_wandb(report, files["report"].parent)   # optional
 
 One module per concern: `stats` (mean, std, 95% t interval), `load` (rows, metrics.jsonl, run folders),
-`tables` (table 1 RFT vs SFT, table 2 thinking ablation, Markdown/CSV), `plots`, `build` (the `Report` and
+`tables` (table 1 RFT vs SFT, table 1b at equal passes, table 2 thinking ablation, Markdown/CSV), `plots`, `build` (the `Report` and
 its files) and `wandb_log`. A cell shows mean ± sample std over seeds, n, and the 95% t interval where n ≥ 3;
 accuracy is in percent; a cell with no rows reads "missing", one whose seeds all failed "failed (k/n)".
 Plain library code: no Hydra; matplotlib and wandb are imported only by the functions that draw or log.
@@ -34,9 +34,12 @@ from rft.report.tables import (
     describe_config,
     main_reward,
     make_cell,
+    scheduled_cell,
     seed_rows,
     select,
+    select_length,
     table1,
+    table1b,
     table2,
     to_csv_text,
     to_markdown,
@@ -70,11 +73,14 @@ __all__ = [
     "plot_curves",
     "read_metrics",
     "run_logger_config",
+    "scheduled_cell",
     "seed_rows",
     "select",
+    "select_length",
     "shared_logger_value",
     "t95",
     "table1",
+    "table1b",
     "table2",
     "to_csv_text",
     "to_float",

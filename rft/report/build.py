@@ -19,7 +19,7 @@ from pathlib import Path
 from rft.files import atomic_write_text
 from rft.report.load import find_run_dirs
 from rft.report.plots import CURVES, curve_runs, plot_accuracy_vs_budget, plot_curves
-from rft.report.tables import Table, select, table1, table2, to_csv_text, to_markdown
+from rft.report.tables import Table, select, table1, table1b, table2, to_csv_text, to_markdown
 from rft.results import ResultRow
 
 
@@ -45,12 +45,12 @@ def build_report(rows: list[ResultRow], source: str = "", root: Path | None = No
         source: Where the rows came from, for the header.
         root: Folder searched for run folders whose recorded `run_dir` no longer exists.
     """
-    t1, t2 = table1(rows), table2(rows)
+    t1, t1b, t2 = table1(rows), table1b(rows), table2(rows)
     curve_rows = t2.rows_used or select(rows, method="rft")
     run_dirs = find_run_dirs(rows, root)
     runs, missing = curve_runs(curve_rows, run_dirs)
     tasks = sorted({str(r.task) for r in curve_rows})
-    return Report(source, rows, [t1, t2], run_dirs, tasks, runs, missing)
+    return Report(source, rows, [t1, t2, t1b], run_dirs, tasks, runs, missing)
 
 
 def write_report(report: Report, out_dir: Path) -> dict[str, Path]:

@@ -5,6 +5,12 @@
   (`main_reward`: the most common reward among rft rows whose prompt asks to think, normally acc_format).
 - **Table 2, thinking ablation** (paper claim 2): accuracy and eval think tokens of rft rows for each reward
   level × task, at the budgets where a reward other than the main one was run.
+- **Table 1b, equal passes** (a control of table 1): Δ(RFT−SFT) at every length of a schedule grid that both
+  methods were scored at, so a gap cannot come from one method training longer.
+
+Rows trained on a schedule grid (`schedule=grid`: `grid_e<E>/*` metrics) enter tables 1 and 2 at the length
+their validation accuracy chose (`select_length`: per cell, the grid length with the best mean validation
+accuracy over seeds; ties go to the shorter), and the cell says which (`· E=4`); other rows at their end.
 
 A cell (`Cell`) holds one value per seed, from the last finished row of that seed, so reruns replace earlier
 rows; its text is the `rft.report.stats` summary, "missing" without rows or "failed (k/n)" when every seed
@@ -15,11 +21,13 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rft.report import power
 from rft.report.load import to_float
 from rft.report.stats import Stats, format_stats, mean_std_ci
 from rft.results import ResultRow
@@ -31,6 +39,12 @@ REWARD_LEVELS = {
     "acc_format": "think",
     "length_norm": "think + length (target)",
     "length_norm_group": "think + length (group)",
+}
+# The paper's plain length reward (every think token counted, `reward=length_norm_plain` / `_group_plain`), run
+# only to reproduce the paper: table 2 lists these after the ablation's levels, and only when a run used them.
+PLAIN_LEVELS = {
+    "length_norm_plain": "think + length (target, plain)",
+    "length_norm_group_plain": "think + length (group, plain)",
 }
 # Columns whose values describe the config behind a cell; listed when the rows of a cell disagree.
 CONFIG_KEYS = ("model", "pixels", "loss_agg", "G")
@@ -83,6 +97,7 @@ class Cell:
     rows: list[ResultRow]
     values: list[float]
     n_seeds: int
+    note: str = ""
 
     @property
     def n_failed(self) -> int:
@@ -106,7 +121,7 @@ class Cell:
         mixed = {key: vals for key, vals in config_values(self.rows).items() if len(vals) > 1}
         if mixed:
             text += " · mixed config: " + "; ".join(f"{k} {', '.join(v)}" for k, v in mixed.items())
-        return text
+        return text + (f" · {self.note}" if self.note else "")
 
 
 def make_cell(rows: list[ResultRow], metric: str, scale: float = 1.0) -> Cell:
@@ -121,6 +136,50 @@ def make_cell(rows: list[ResultRow], metric: str, scale: float = 1.0) -> Cell:
         else:
             per_seed.setdefault(seed, None)
     return Cell(rows, [v for v in per_seed.values() if v is not None], len(per_seed))
+
+
+def grid_lengths(rows: list[ResultRow], split: str = "test") -> list[str]:
+    """The schedule-grid lengths (`E` of `grid_e<E>/<split>_accuracy`) that every seed's row was scored at,
+    shortest first; [] when any seed's row has no grid."""
+    chosen = seed_rows(rows)
+    if not chosen:
+        return []
+    common = None
+    for row in chosen:
+        have = {
+            k[len("grid_e") : -len(f"/{split}_accuracy")]
+            for k in row.metrics
+            if k.startswith("grid_e") and k.endswith(f"/{split}_accuracy")
+        }
+        common = have if common is None else common & have
+    return sorted(common or (), key=float)
+
+
+def select_length(rows: list[ResultRow]) -> str | None:
+    """The grid length a cell reports: the one with the best mean validation accuracy over its seeds (ties:
+    the shorter, the cheaper), among the lengths every seed was scored at on both splits; None without a grid."""
+    lengths = [e for e in grid_lengths(rows, "val") if e in grid_lengths(rows, "test")]
+    if not lengths:
+        return None
+    chosen = seed_rows(rows)
+
+    def val(e: str) -> float:
+        return sum(float(r.metrics[f"grid_e{e}/val_accuracy"]) for r in chosen) / len(chosen)
+
+    return max(lengths, key=lambda e: (val(e), -float(e)))
+
+
+def scheduled_cell(rows: list[ResultRow], metric: str, scale: float = 1.0) -> Cell:
+    """A cell at the length the schedule chose (`select_length`; `metric` is an `eval/<name>` key and the grid
+    keeps it as `grid_e<E>/test_<name>`), noted `E=<E> (<steps> steps)`; without a grid, at the run's end."""
+    length = select_length(rows)
+    if length is None:
+        return make_cell(rows, metric, scale)
+    name = metric.split("/", 1)[1]
+    cell = make_cell(rows, f"grid_e{length}/test_{name}", scale)
+    steps = sorted({int(float(r.metrics.get(f"grid_e{length}/steps", 0))) for r in seed_rows(rows)})
+    cell.note = f"E={length} ({'/'.join(map(str, steps))} steps)"
+    return cell
 
 
 def seed_rows(rows: list[ResultRow]) -> list[ResultRow]:
@@ -215,14 +274,17 @@ def table1(rows: list[ResultRow]) -> Table:
 
     zero = {t: make_cell(select(used, method="zeroshot", task=t), ACCURACY, 100.0) for t in tasks}
     add("zero-shot base", "zeroshot", "", zero)
+    compared: dict[str, list[Cell]] = {t: [] for t in tasks}  # the trained cells, for the power note
     for budget in budgets:
         per_method = {}
         for method in ("sft", "rft", *others):
             per_method[method] = {
-                t: make_cell(select(used, method=method, task=t, budget=budget), ACCURACY, 100.0)
+                t: scheduled_cell(select(used, method=method, task=t, budget=budget), ACCURACY, 100.0)
                 for t in tasks
             }
             add(f"{method} @ {budget}", method, budget, per_method[method])
+            for t in tasks:
+                compared[t].append(per_method[method][t])
         label = f"Δ(RFT−SFT) @ {budget}"
         deltas = []
         for task in tasks:
@@ -253,10 +315,117 @@ def table1(rows: list[ResultRow]) -> Table:
         f"{excluded} row(s) with another reward are excluded here (their rft rows are in table 2).",
         "Cell: eval accuracy in %, mean ± sample std over seeds (n seeds) [95% t CI, n ≥ 3]; "
         "Δ = mean(rft) − mean(sft). Zero-shot pools its runs over budgets (it trains on nothing).",
+        "Schedule: a cell trained on a schedule grid reports the length its validation accuracy chose "
+        "(`E=<passes> (<steps> steps)`, the same grid for both methods; table 1b compares them at equal "
+        "passes); a cell without `E=` reports its method's own length, which may differ between methods.",
+        power_note(compared),
         f"Config: {describe_config(used)}.",
     ]
     return Table(
         name, "Table 1: RFT vs SFT (accuracy %)", notes, ["method @ budget", *tasks], body, records, used
+    )
+
+
+def table1b(rows: list[ResultRow]) -> Table:
+    """The equal-passes control of table 1: per budget and every grid length both methods were scored at,
+    Δ(RFT−SFT) of test accuracy with both means (main reward only)."""
+    name = "table1b_equal_passes"
+    reward = main_reward(rows)
+    used = [
+        r for r in (select(rows, reward=reward) if reward is not None else []) if r.method in ("sft", "rft")
+    ]
+    tasks = sorted({r.task for r in used})
+    budgets = sorted({r.budget for r in used}, key=budget_key)
+    body: list[list[str]] = []
+    records: list[dict[str, object]] = []
+    for budget in budgets:
+        groups = {
+            (m, t): select(used, method=m, task=t, budget=budget) for m in ("sft", "rft") for t in tasks
+        }
+        lengths = sorted({e for group in groups.values() for e in grid_lengths(group)}, key=float)
+        for length in lengths:
+            line = [f"Δ(RFT−SFT) @ {budget}, E={length}"]
+            for task in tasks:
+                metric = f"grid_e{length}/test_accuracy"
+                cells = {m: make_cell(groups[(m, task)], metric, 100.0) for m in ("sft", "rft")}
+                rft_stats, sft_stats = cells["rft"].stats, cells["sft"].stats
+                if rft_stats is None or sft_stats is None:
+                    line.append("–")
+                    continue
+                delta = rft_stats.mean - sft_stats.mean
+                line.append(
+                    f"{delta:+.1f} (rft {format_stats(rft_stats, ci=False)}, sft {format_stats(sft_stats, ci=False)})"
+                )
+                records.append(
+                    {
+                        "table": name,
+                        "row": line[0],
+                        "task": task,
+                        "metric": "accuracy_delta",
+                        "method": "rft-sft",
+                        "reward": reward or "",
+                        "budget": budget,
+                        "epochs": length,
+                        "mean": delta,
+                        "n_rft": rft_stats.n,
+                        "n_sft": sft_stats.n,
+                        "text": line[-1],
+                    }
+                )
+            body.append(line)
+    notes = [
+        "Both methods at the same number of passes over the budgeted data (E), read from one run per seed at "
+        "every length of the schedule grid; with equal examples per step (GRPO prompts, SFT batch) equal passes "
+        "are equal optimizer steps.",
+        "Cell: Δ = mean(rft) − mean(sft) of test accuracy in %, then each mean ± std (n seeds).",
+    ]
+    if not body:
+        notes = ["No schedule-grid rows: run the study with schedule=grid (make study, make study-tiny)."]
+    return Table(
+        name,
+        "Table 1b: RFT vs SFT at equal passes (accuracy %)",
+        notes,
+        ["budget, passes", *tasks],
+        body,
+        records,
+        used,
+    )
+
+
+def resolvable(cells: list[Cell]) -> tuple[float, int, int] | None:
+    """The smallest difference between two of these cells that the study resolves (`power.mde`: 80% power,
+    two-sided 5% t test over seeds), in points, with the test questions n and seeds k it assumes: n the median
+    `eval/n` of the cells' rows, k the most seeds of a cell, p their mean accuracy, and the between-seed spread
+    that their pooled sample std implies (`power.between_seed_sd`; `power.SEED_SD` when no cell has 2 seeds).
+    None when no cell has a value."""
+    stats = [c.stats for c in cells if c.stats is not None]
+    ns = sorted(int(n) for c in cells for r in seed_rows(c.rows) if (n := to_float(r.metrics.get("eval/n"))))
+    if not stats or not ns:
+        return None
+    n, k = ns[len(ns) // 2], max(st.n for st in stats)
+    p = min(max(sum(st.mean for st in stats) / len(stats) / 100, 0.0), 1.0)
+    spreads = [st.std / 100 for st in stats if st.std is not None]
+    seed_sd = (
+        power.between_seed_sd(math.sqrt(sum(x * x for x in spreads) / len(spreads)), p, n)
+        if spreads
+        else power.SEED_SD
+    )
+    return 100 * power.mde(n, max(k, 2), p, seed_sd), n, k
+
+
+def power_note(cells_by_task: dict[str, list[Cell]]) -> str:
+    """One note: per task, the smallest difference the table's comparisons can resolve (`resolvable`)."""
+    parts = []
+    for task, cells in cells_by_task.items():
+        got = resolvable(cells)
+        if got is not None:
+            parts.append(f"{task} ≥ {got[0]:.1f} points ({got[2]} seeds × {got[1]} test questions)")
+    return (
+        "Resolvable difference (80% power, two-sided 5% t test over seeds, the observed seed spread; "
+        "rft/report/power.py): "
+        + ("; ".join(parts) if parts else "no cell has a value yet")
+        + ". A smaller Δ "
+        "is not evidence of a difference."
     )
 
 
@@ -269,24 +438,30 @@ def ablation_budgets(rows: list[ResultRow]) -> list[str]:
 def table2(rows: list[ResultRow]) -> Table:
     """Thinking ablation: rft rows only; per (budget, reward level) accuracy % and eval think tokens per task.
 
-    Levels: nothink, acc_format, length_norm, length_norm_group, then any other reward seen at those budgets.
+    Levels: nothink, acc_format, length_norm, length_norm_group, then the plain forms (`PLAIN_LEVELS`) and any
+    other reward seen at those budgets.
     """
     name = "table2_thinking"
     budgets = ablation_budgets(rows)
     rft = [r for r in select(rows, method="rft") if r.budget in budgets]
     tasks = sorted({r.task for r in rft})
-    levels = [*REWARD_LEVELS, *sorted({r.reward for r in rft} - set(REWARD_LEVELS))]
+    seen = {r.reward for r in rft}
+    labels = {**REWARD_LEVELS, **PLAIN_LEVELS}
+    levels = [*REWARD_LEVELS, *(p for p in PLAIN_LEVELS if p in seen), *sorted(seen - set(labels))]
     body: list[list[str]] = []
     records: list[dict[str, object]] = []
+    compared: dict[str, list[Cell]] = {t: [] for t in tasks}  # the accuracy cells, for the power note
     for budget in budgets:
         for level in levels:
-            label = REWARD_LEVELS.get(level, level)
+            label = labels.get(level, level)
             line = [label, level, budget]
             for task in tasks:
                 group = select(rft, reward=level, task=task, budget=budget)
                 for metric, scale in ((ACCURACY, 100.0), (THINK_TOKENS, 1.0)):
-                    cell = make_cell(group, metric, scale)
+                    cell = scheduled_cell(group, metric, scale)
                     line.append(cell.text(ci=metric == ACCURACY))
+                    if metric == ACCURACY:
+                        compared[task].append(cell)
                     records.append(
                         _record(name, label, task, metric, cell, method="rft", reward=level, budget=budget)
                     )
@@ -298,7 +473,8 @@ def table2(rows: list[ResultRow]) -> Table:
         if budgets
         else "No thinking-ablation rows: every rft row uses table 1's reward.",
         "Cell: accuracy % as in table 1; think tokens = mean eval tokens inside <think>…</think> "
-        "(mean ± std over seeds).",
+        "(mean ± std over seeds); each level at the length its validation accuracy chose (`E=`), as in table 1.",
+        power_note(compared),
         f"Config: {describe_config(rft)}.",
     ]
     return Table(name, "Table 2: thinking ablation (rft)", notes, columns, body, records, rft)
