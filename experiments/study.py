@@ -886,7 +886,32 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     failed = launch(plans, out, launcher, args.overrides, args.parallel)
     print(f"\nresults: {out / 'results.csv'}; tables and plots: make report REPORT_IN={out}")
-    return 1 if failed else 0
+    summary = outcome([job for sp in plans for job in sp.jobs], out / "results.csv")
+    if summary:
+        print(summary, file=sys.stderr)
+    return 1 if failed or summary else 0
+
+
+def outcome(jobs: list[Job], table: Path) -> str:
+    """ "" when every job wrote a finished row; else one message naming the failed jobs and how many wrote no row
+    (a sweep runs on past a failed job, so its own exit code says nothing of them)."""
+    try:
+        rows = results.read_results(table)
+    except results.ResultsTableError as err:
+        return f"study: cannot read the study's results table: {err}"
+    failed = [r for r in rows if r.get("status") != "finished"]
+    missing = len(jobs) - len(rows)
+    parts = []
+    if failed:
+        names = ", ".join(f"{r.get('run_id', '?')} ({r.get('status')})" for r in failed[:10])
+        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        parts.append(
+            f"{len(failed)} of {len(jobs)} jobs did not finish: {names}{more}; their errors are in the "
+            f"table's error column and the sweeps' logs"
+        )
+    if missing > 0:
+        parts.append(f"{missing} of {len(jobs)} jobs wrote no row; see the sweeps' logs in {table.parent}")
+    return "study: " + "; ".join(parts) if parts else ""
 
 
 if __name__ == "__main__":

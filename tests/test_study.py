@@ -549,3 +549,21 @@ def test_make_study_tiny_runs_the_tiny_study_with_progress():
     recipe = make[make.index("study-tiny: venv") :].split("\n\n")[0]
     assert "experiments/study.py --study tiny" in recipe and "--parallel" in recipe and "--yes" in recipe
     assert "experiments/report.py $(STUDY)" in recipe
+
+
+def test_the_study_reports_jobs_that_failed_or_wrote_no_row(jobs, tmp_path):
+    """A sweep exits 0 when its jobs fail (each writes a failed row and the sweep goes on), so the study reads its
+    table: every job finished is silence; a failed job and a missing row are named, and main returns 1."""
+    table = tmp_path / "results.csv"
+    three = jobs[:3]
+    for i, job in enumerate(three[:2]):
+        status = "failed" if i == 1 else "finished"
+        append_result_row(table, {"run_id": f"job{i}", "status": status, **axes(job.cfg)})
+    text = study.outcome(three, table)
+    assert "1 of 3 jobs did not finish: job1 (failed)" in text and "1 of 3 jobs wrote no row" in text
+    append_result_row(table, {"run_id": "job2", "status": "finished", **axes(three[2].cfg)})
+    rows = read_results(table)
+    table.write_text("")  # rewrite with every row finished
+    for row in rows:
+        append_result_row(table, {**row, "status": "finished"})
+    assert study.outcome(three, table) == ""
