@@ -567,3 +567,10 @@ def test_the_study_reports_jobs_that_failed_or_wrote_no_row(jobs, tmp_path):
     for row in rows:
         append_result_row(table, {**row, "status": "finished"})
     assert study.outcome(three, table) == ""
+
+
+def test_out_naming_a_file_is_one_message(tmp_path, capsys):
+    target = tmp_path / "results.csv"
+    target.write_text("x\n")
+    assert study.main(["--study", "tiny", "--dry-run", "--out", str(target)]) == 2
+    assert "is a file; name a folder" in capsys.readouterr().err
