@@ -338,6 +338,7 @@ def table1b(rows: list[ResultRow]) -> Table:
     budgets = sorted({r.budget for r in used}, key=budget_key)
     body: list[list[str]] = []
     records: list[dict[str, object]] = []
+    compared: dict[str, list[Cell]] = {t: [] for t in tasks}  # for the power note
     for budget in budgets:
         groups = {
             (m, t): select(used, method=m, task=t, budget=budget) for m in ("sft", "rft") for t in tasks
@@ -348,6 +349,7 @@ def table1b(rows: list[ResultRow]) -> Table:
             for task in tasks:
                 metric = f"grid_e{length}/test_accuracy"
                 cells = {m: make_cell(groups[(m, task)], metric, 100.0) for m in ("sft", "rft")}
+                compared[task].extend(cells.values())
                 rft_stats, sft_stats = cells["rft"].stats, cells["sft"].stats
                 if rft_stats is None or sft_stats is None:
                     line.append("–")
@@ -378,6 +380,7 @@ def table1b(rows: list[ResultRow]) -> Table:
         "every length of the schedule grid; with equal examples per step (GRPO prompts, SFT batch) equal passes "
         "are equal optimizer steps.",
         "Cell: Δ = mean(rft) − mean(sft) of test accuracy in %, then each mean ± std (n seeds).",
+        power_note(compared),
     ]
     if not body:
         notes = ["No schedule-grid rows: run the study with schedule=grid (make study, make study-tiny)."]
