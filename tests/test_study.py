@@ -421,9 +421,12 @@ def test_launch_asks_unless_yes_and_runs_sweeps_in_order(plans, monkeypatch, tmp
 
     monkeypatch.setattr(study.subprocess, "run", lambda cmd, cwd, **kw: launched.append(cmd) or Done())
     monkeypatch.setattr(study.sys.stdin, "isatty", lambda: False, raising=False)
+    monkeypatch.setattr(study, "outcome", lambda jobs, table: "")  # these fake sweeps write no rows
     assert study.main(["--launcher", "local", "--out", str(tmp_path / "a")]) == 1 and not launched
     assert study.main(["--launcher", "local", "--yes", "--out", str(tmp_path / "b")]) == 0
     assert [c[c.index("--config-name") + 1] for c in launched] == [sp.name for sp in plans]
+    monkeypatch.setattr(study, "outcome", lambda jobs, table: "study: 1 of 9 jobs did not finish")
+    assert study.main(["--launcher", "local", "--yes", "--out", str(tmp_path / "c")]) == 1  # a failed job
 
 
 def test_make_study_and_docs_name_the_report_input():
