@@ -873,7 +873,9 @@ def main(argv: list[str] | None = None) -> int:
     folder = "study_tiny" if args.study == "tiny" else "study"
     out = (args.out or ROOT / "outputs" / folder / time.strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     if out.exists() and not out.is_dir():
-        print(f"study: --out {out} is a file; name a folder (new, or a study's to add rows to)", file=sys.stderr)
+        print(
+            f"study: --out {out} is a file; name a folder (new, or a study's to add rows to)", file=sys.stderr
+        )
         return 2
     if args.dry_run:
         print(f"\ncommands (launcher={launcher}, rows into {out / 'results.csv'}):")
