@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 
@@ -195,3 +196,33 @@ def test_banner_without_val_says_what_the_grid_needs(tmp_path):
 
     with pytest.raises(DataError, match=r"val.jsonl.*schedule.select_split=''"):
         load_banner_jsonl(tmp_path, "val", seed=0, shuffle=False)
+
+
+@pytest.mark.slow
+def test_a_resumed_grid_run_keeps_the_points_it_scored(tiny_cfg, tmp_path):
+    """Killed after the first grid point's checkpoint: the rerun with resume=auto continues from it, keeps that
+    point's scores from grid.jsonl without scoring it again, and ends with the same row as the run that was not
+    killed."""
+    from rft.config import CheckpointConfig
+
+    cfg = dataclasses.replace(
+        cfg_with(tiny_cfg, "rft", epochs=[1, 2]), checkpoint=CheckpointConfig(every=4, keep_last=2)
+    )  # 8 prompts, 2 per step: points at steps 4 and 8
+    whole = pipeline.run(cfg, tmp_path / "whole")
+    run = tmp_path / "killed"
+    pipeline.run(cfg, run)
+    # what a kill between step 4's checkpoint and the end leaves: no step-8 checkpoint, no row, one scored point
+    shutil.rmtree(run / "checkpoints" / "step_000008")
+    (run / "results.json").unlink()
+    first = (run / pipeline.GRID_FILE).read_text().splitlines()[0]
+    (run / pipeline.GRID_FILE).write_text(first + "\n")
+    resumed = pipeline.run(dataclasses.replace(cfg, resume="auto"), run)
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("step_000004")
+    grid = {k: v for k, v in resumed.metrics.items() if k.startswith("grid_e")}
+    assert grid == {
+        k: v for k, v in whole.metrics.items() if k.startswith("grid_e") and "gpu_hours" not in k
+    } | {k: v for k, v in grid.items() if "gpu_hours" in k}
+    lines = (run / pipeline.GRID_FILE).read_text().splitlines()
+    assert lines[0] == first and len(lines) == 2 and "grid_e2/steps" in lines[1]  # e1 was not scored again
+    assert resumed.metrics["eval/accuracy"] == whole.metrics["eval/accuracy"]
+    assert resumed.metrics["train/tokens"] == whole.metrics["train/tokens"]  # restored with the checkpoint
