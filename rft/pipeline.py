@@ -451,13 +451,8 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         eval_s = time.time() - t_eval
         if is_main:
             write_predictions(run_dir / "eval_predictions.jsonl", predictions)
-        if not trains:  # what the run got: nothing (zero-shot)
-            train_stats = {
-                "train/epochs": 0.0,
-                "train/samples_seen": 0.0,
-                "train/completions": 0.0,
-                "train/tokens": 0.0,
-            }
+        if not trains:  # what the run got: nothing (zero-shot), in the loops' own record
+            train_stats = {**schedule.budget_record(cfg, 0, 0), "train/tokens": 0.0}
         if at_step:  # the last grid point is the trained model: its test score is the final evaluation's
             row.metrics.update(point_metrics(points[-1], "test", metrics))
         row.metrics.update({**metrics, **train_stats})
