@@ -475,7 +475,7 @@ def run(cfg: RunConfig, run_dir: Path, config_yaml: str = "") -> ResultRow:
         if lock is not None:
             lock.release()
         row.wall_s = round(prior_s + time.time() - t0, 2)
-        row.gpu_hours = round(row.wall_s * world / 3600, 6)
+        row.gpu_hours = row.wall_s * world / 3600
         row.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         record = row.to_record()
         try:
